@@ -1,0 +1,64 @@
+"""Shared test fixtures: a working directory per test and tiny envs whose episodes end at known steps."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run the test inside an empty directory, so runs/ lands there (and can be checked)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class CountingEnv(gym.Env):
+    """obs = [t, episode]: t counts steps within the episode, episode counts resets.
+
+    Even-numbered episodes *terminate* when t reaches `terminate_at`; odd ones run on until the
+    TimeLimit wrapper *truncates* them at `max_episode_steps`. Reward is `reward_scale`·(t + 1), so a
+    test knows every transition's true successor, flag and reward.
+    """
+
+    def __init__(
+        self, terminate_at=3, continuous=True, reward_scale=1.0, render_mode=None
+    ):  # fmt: skip
+        self.render_mode = render_mode
+        self.terminate_at, self.reward_scale = terminate_at, reward_scale
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        else:
+            self.action_space = gym.spaces.Discrete(2)
+        self.state = np.zeros(2)  # [t, episode]; an ndarray `state` lets checkpoints capture it
+        self.state[1] = -1
+
+    def _obs(self):
+        return self.state.astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.array([0.0, self.state[1] + 1])
+        return self._obs(), {}
+
+    def step(self, action):
+        self.state = self.state + np.array([1.0, 0.0])
+        reward = self.reward_scale * self.state[0]
+        terminated = self.state[1] % 2 == 0 and self.state[0] >= self.terminate_at
+        return self._obs(), reward, bool(terminated), False, {}
+
+
+MAX_EPISODE_STEPS = 5
+gym.register("softrl-test/Counting-v0", CountingEnv, max_episode_steps=MAX_EPISODE_STEPS)
+gym.register(
+    "softrl-test/CountingDiscrete-v0",
+    CountingEnv,
+    max_episode_steps=MAX_EPISODE_STEPS,
+    kwargs={"continuous": False},
+)
+gym.register(
+    "softrl-test/InfiniteReward-v0",
+    CountingEnv,
+    max_episode_steps=MAX_EPISODE_STEPS,
+    kwargs={"reward_scale": float("inf")},
+)
