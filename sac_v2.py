@@ -121,7 +121,7 @@ class Args:
     save_model: bool = False
     """save the networks to runs/<run>/model.pt at the end"""
     checkpoint_frequency: int = 0
-    """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C also saves)"""
+    """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C/SIGTERM also save)"""
     resume: str | None = None
     """path of a checkpoint.pt to continue (its run keeps its settings; --total-timesteps may extend it)"""
     eval_checkpoint: str | None = None
@@ -601,7 +601,9 @@ def main(args: Args) -> dict:
         f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     )
     if checkpoint is not None:
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_dir = (
+            os.path.dirname(args.resume) or "."
+        )  # a resumed run continues in its own directory
         actor.load_state_dict(checkpoint["actor"])
         qf.load_state_dict(checkpoint["qf"])
         qf_target.load_state_dict(checkpoint["qf_target"])
@@ -666,17 +668,21 @@ def main(args: Args) -> dict:
             },
         }
 
-    # Ctrl-C: finish the current step, then save and stop (a second Ctrl-C stops at once).
+    # Ctrl-C or SIGTERM (a cluster's preemption): finish the current step, then save a checkpoint
+    # and the summary and stop. A second Ctrl-C stops at once.
     interrupted = False
+    stop_signals = [signal.SIGINT, signal.SIGTERM]
+    previous_handlers = {sig: signal.getsignal(sig) for sig in stop_signals}
+    handle_signals = threading.current_thread() is threading.main_thread()  # only it gets them
 
-    def on_sigint(signum, frame):
+    def on_stop_signal(signum, frame):
         nonlocal interrupted
         interrupted = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous_sigint = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is threading.main_thread():  # signals only reach that thread
-        signal.signal(signal.SIGINT, on_sigint)
+    if handle_signals:
+        for sig in stop_signals:
+            signal.signal(sig, on_stop_signal)
 
     def log_losses(losses: dict) -> None:
         values = {key: value.item() for key, value in losses.items()}
@@ -703,7 +709,7 @@ def main(args: Args) -> dict:
     learn_start_step, learn_start_time = None, None
     last_print = 0.0
     last_eval, last_eval_step = None, None
-    status = "finished"
+    status, loop_end_time = "crashed", None  # "crashed" stays only if an exception escapes
     try:
         while global_step < args.total_timesteps and not interrupted:
             # --- act -------------------------------------------------------------------------
@@ -800,20 +806,25 @@ def main(args: Args) -> dict:
                     f"return {recent} | SPS {sps:6.0f} | alpha {log_alpha.exp().item():.4f}",
                     flush=True,
                 )
+        loop_end_time = time.time()  # learn_sps excludes the final evaluation below
         if interrupted:
             status = "interrupted"
-        elif last_eval_step != global_step:  # always end with an evaluation of the final policy
-            last_eval = evaluation_row()
+        else:
+            if last_eval_step != global_step:  # always end with an evaluation of the final policy
+                last_eval = evaluation_row()
+            status = "finished"
     except TrainingDiverged:
         status = "diverged"
         raise
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous_sigint)
+        if handle_signals:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         train_time = time.time() - start_time
         learn_sps = None
         if learn_start_time is not None and global_step > learn_start_step:
-            learn_sps = (global_step - learn_start_step) / (time.time() - learn_start_time)
+            learn_time = (loop_end_time or time.time()) - learn_start_time
+            learn_sps = (global_step - learn_start_step) / learn_time
         if status != "diverged" and (args.checkpoint_frequency or interrupted):
             save_atomically(make_checkpoint(), os.path.join(run_dir, "checkpoint.pt"))
         if args.save_model and status != "diverged":

@@ -1,5 +1,8 @@
 """Shared test fixtures: a working directory per test and tiny envs whose episodes end at known steps."""
 
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -48,6 +51,17 @@ class CountingEnv(gym.Env):
         return self._obs(), reward, bool(terminated), False, {}
 
 
+class InterruptingCountingEnv(CountingEnv):
+    """CountingEnv that sends its own process SIGINT (a Ctrl-C) on its `INTERRUPT_AT["call"]`-th step."""
+
+    def step(self, action):
+        INTERRUPT_AT["calls"] += 1
+        if INTERRUPT_AT["calls"] == INTERRUPT_AT["call"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().step(action)
+
+
+INTERRUPT_AT = {"call": None, "calls": 0}
 MAX_EPISODE_STEPS = 5
 gym.register("softrl-test/Counting-v0", CountingEnv, max_episode_steps=MAX_EPISODE_STEPS)
 gym.register(
@@ -61,4 +75,9 @@ gym.register(
     CountingEnv,
     max_episode_steps=MAX_EPISODE_STEPS,
     kwargs={"reward_scale": float("inf")},
+)
+gym.register(
+    "softrl-test/InterruptingCounting-v0",
+    InterruptingCountingEnv,
+    max_episode_steps=MAX_EPISODE_STEPS,
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_EPISODE_STEPS
+from conftest import INTERRUPT_AT, MAX_EPISODE_STEPS
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 import sac_v2
@@ -339,6 +339,35 @@ def test_resume_ends_where_an_uninterrupted_run_ends(in_tmp, env_id):
     load = lambda run: torch.load(Path(run["run_dir"]) / "model.pt", weights_only=True)  # noqa: E731
     for name, tensor in load(straight)["actor"].items():
         assert torch.equal(tensor, load(resumed)["actor"][name]), name
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(in_tmp, monkeypatch):
+    settings = dict(
+        env_id="softrl-test/InterruptingCounting-v0",
+        total_timesteps=120,
+        learning_starts=30,
+        batch_size=8,
+        save_model=True,
+    )
+    monkeypatch.setitem(INTERRUPT_AT, "call", None)
+    straight = sac_v2.main(tiny_args(**settings))
+
+    monkeypatch.setitem(INTERRUPT_AT, "call", 70)  # Ctrl-C during the 70th env step
+    monkeypatch.setitem(INTERRUPT_AT, "calls", 0)
+    interrupted = sac_v2.main(tiny_args(**settings))
+    assert interrupted["status"] == "interrupted" and interrupted["global_step"] == 70
+    assert read_summary(interrupted["run_dir"])["status"] == "interrupted"
+
+    monkeypatch.setitem(INTERRUPT_AT, "call", None)
+    checkpoint = Path(interrupted["run_dir"]) / "checkpoint.pt"
+    resumed = sac_v2.main(sac_v2.Args(resume=str(checkpoint), cuda=False))
+    assert resumed["run_dir"] == interrupted["run_dir"]
+    assert resumed["global_step"] == 120 and resumed["gradient_updates"] == 90
+    for key in ["eval_return_mean", "episodic_return_last", "alpha"]:
+        assert resumed[key] == straight[key], key
+    load = lambda run: torch.load(Path(run["run_dir"]) / "model.pt", weights_only=True)  # noqa: E731
+    for name, tensor in load(straight)["qf"].items():
+        assert torch.equal(tensor, load(resumed)["qf"][name]), name
 
 
 def test_eval_checkpoint_evaluates_a_saved_policy(in_tmp):

@@ -1,0 +1,111 @@
+"""Learn-phase throughput of softrl scripts beside their nearest peer, measured in one run.
+
+Each round runs every contender once, in a fresh process, in alternating order, with identical
+work per env step; the table reports each contender's per-round SPS, the median over rounds and
+the ratio of medians. Alternating rounds spread the machine's drift and noise over all contenders.
+Results go to benchmarks/results/speed_<env>.md (and are printed).
+
+    pip install -r benchmarks/requirements.txt
+    python benchmarks/speed.py --env-id Walker2d-v4 --rounds 3
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def contenders(env_id: str, learning_starts: int, total: int) -> dict[str, list[str]]:
+    """name -> command line; every command prints or writes its learn-phase SPS."""
+    common = ["--env-id", env_id, "--total-timesteps", str(total)]
+    common += ["--learning-starts", str(learning_starts)]
+    return {
+        "softrl sac_v2": [sys.executable, str(ROOT / "sac_v2.py"), *common]
+        + ["--eval-frequency", "0", "--eval-episodes", "1", "--no-cuda"],
+        "SB3 SAC": [sys.executable, str(ROOT / "benchmarks" / "sb3_sac_peer.py"), *common],
+    }
+
+
+def run_once(command: list[str]) -> float:
+    """Run one contender in a scratch directory and return its learn-phase SPS."""
+    with tempfile.TemporaryDirectory() as scratch:
+        process = subprocess.run(command, cwd=scratch, capture_output=True, text=True)
+        if process.returncode != 0:
+            sys.exit(f"benchmark command failed: {' '.join(command)}\n{process.stderr[-2000:]}")
+        summaries = list(Path(scratch).glob("runs/*/summary.json"))
+        if summaries:
+            return json.loads(summaries[0].read_text())["learn_sps"]
+        return json.loads(process.stdout.strip().splitlines()[-1])["learn_sps"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default="Walker2d-v4")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--learn-steps", type=int, default=2000, help="env steps with updates")
+    args = parser.parse_args()
+
+    total = args.learning_starts + args.learn_steps
+    commands = contenders(args.env_id, args.learning_starts, total)
+    names = list(commands)
+    sps: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            sps[name].append(run_once(commands[name]))
+            print(f"round {round_index + 1}/{args.rounds}: {name:>15} {sps[name][-1]:7.1f} SPS")
+
+    medians = {name: statistics.median(values) for name, values in sps.items()}
+    baseline = medians[names[-1]]
+    date = datetime.date.today().isoformat()
+    lines = [
+        f"# Learn-phase SPS on {args.env_id}",
+        "",
+        f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; float32, CPU.",
+        f"Work per env step: one update of twin 256×256 critics and a 256×256 actor, batch 256, "
+        f"automatic α. Each run: {args.learning_starts} random steps, then {args.learn_steps} "
+        f"steps with updates; SPS counts the latter. {args.rounds} alternating rounds.",
+        "",
+        f"Command: `python benchmarks/speed.py --env-id {args.env_id} --rounds {args.rounds} "
+        f"--learning-starts {args.learning_starts} --learn-steps {args.learn_steps}`",
+        "",
+        "| contender | SPS per round | median SPS | ratio to " + names[-1] + " |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        rounds = ", ".join(f"{value:.1f}" for value in sps[name])
+        lines.append(
+            f"| {name} | {rounds} | {medians[name]:.1f} | {medians[name] / baseline:.2f}× |"
+        )
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    out = ROOT / "benchmarks" / "results" / f"speed_{args.env_id}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
