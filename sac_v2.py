@@ -517,6 +517,10 @@ class RunLog:
             self.wandb.finish()
 
 
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    return f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{int(time.time())}"
+
+
 def save_atomically(payload: dict, path: str) -> None:
     torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -561,6 +565,8 @@ def main(args: Args) -> dict:
     device = pick_device(args)
 
     # Envs are built (and so the env id checked) before anything is written.
+    if args.capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
     eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id) for _ in range(args.num_envs)],
@@ -597,13 +603,9 @@ def main(args: Args) -> dict:
     episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
     recent_returns: deque[float] = deque(maxlen=10)
     obs, _ = envs.reset(seed=args.seed)
-    run_dir = (
-        f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    )
-    if checkpoint is not None:
-        run_dir = (
-            os.path.dirname(args.resume) or "."
-        )  # a resumed run continues in its own directory
+    run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
+    if checkpoint is not None:  # a resumed run continues in its own directory
+        run_dir = os.path.dirname(args.resume) or "."
         actor.load_state_dict(checkpoint["actor"])
         qf.load_state_dict(checkpoint["qf"])
         qf_target.load_state_dict(checkpoint["qf_target"])
@@ -630,7 +632,6 @@ def main(args: Args) -> dict:
         torch.set_rng_state(checkpoint["torch_rng_state"])
     run_log = RunLog(run_dir, args, resuming=checkpoint is not None)
     if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
         eval_env = gym.wrappers.RecordVideo(
             eval_env,
             os.path.join(run_dir, "videos"),
@@ -767,13 +768,16 @@ def main(args: Args) -> dict:
                     actor_loss, alpha_loss, log_prob = compute_actor_loss(
                         actor, qf, log_alpha, batch[0], target_entropy
                     )
+                    # J_π reaches only φ and J(α) only log α, so one backward of their sum
+                    # gives each optimizer exactly its own loss's gradient.
                     actor_optimizer.zero_grad(set_to_none=True)
-                    actor_loss.backward()
-                    actor_optimizer.step()
-                    if alpha_optimizer is not None:
+                    if alpha_optimizer is None:
+                        actor_loss.backward()
+                    else:
                         alpha_optimizer.zero_grad(set_to_none=True)
-                        alpha_loss.backward()
+                        (actor_loss + alpha_loss).backward()
                         alpha_optimizer.step()
+                    actor_optimizer.step()
 
                     polyak_update(qf_target, qf, args.tau)
                     gradient_updates += 1
@@ -863,6 +867,8 @@ def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: evaluate a saved policy (optionally on video); train nothing."""
     saved = load_checkpoint_file(args.eval_checkpoint, "--eval-checkpoint")
     env_id = saved["args"]["env_id"]
+    if args.capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
     env = make_checked_env(env_id, "rgb_array" if args.capture_video else None)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     hidden_dim = saved["args"]["hidden_dim"]
@@ -873,12 +879,9 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as err:
         raise UsageError(f"the actor in '{args.eval_checkpoint}' does not fit {env_id}") from err
     actor.to(device)
-    run_dir = (
-        f"runs/{env_id.replace('/', '-')}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
-    )
+    run_dir = new_run_dir(env_id, f"{args.exp_name}-eval", args.seed)
     run_log = RunLog(run_dir, args, resuming=False)
     if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
         env = gym.wrappers.RecordVideo(env, os.path.join(run_dir, "videos"), disable_logger=True)
     start = time.time()
     returns = evaluate(actor, env, args.eval_episodes, args.seed + 100_000, device)
