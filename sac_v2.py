@@ -811,12 +811,16 @@ def main(args: Args) -> dict:
                     flush=True,
                 )
         loop_end_time = time.time()  # learn_sps excludes the final evaluation below
-        if interrupted:
-            status = "interrupted"
-        else:
-            if last_eval_step != global_step:  # always end with an evaluation of the final policy
-                last_eval = evaluation_row()
-            status = "finished"
+        if not interrupted and last_eval_step != global_step:
+            last_eval = evaluation_row()  # always end with an evaluation of the final policy
+        if args.checkpoint_frequency or interrupted:
+            save_atomically(make_checkpoint(), os.path.join(run_dir, "checkpoint.pt"))
+        if args.save_model:
+            model = {"algorithm": ALGORITHM, "args": asdict(args), "actor": actor.state_dict()}
+            model.update(qf=qf.state_dict(), qf_target=qf_target.state_dict())
+            model["log_alpha"] = log_alpha.detach().cpu()
+            save_atomically(model, os.path.join(run_dir, "model.pt"))
+        status = "interrupted" if interrupted else "finished"
     except TrainingDiverged:
         status = "diverged"
         raise
@@ -829,13 +833,6 @@ def main(args: Args) -> dict:
         if learn_start_time is not None and global_step > learn_start_step:
             learn_time = (loop_end_time or time.time()) - learn_start_time
             learn_sps = (global_step - learn_start_step) / learn_time
-        if status != "diverged" and (args.checkpoint_frequency or interrupted):
-            save_atomically(make_checkpoint(), os.path.join(run_dir, "checkpoint.pt"))
-        if args.save_model and status != "diverged":
-            model = {"algorithm": ALGORITHM, "args": asdict(args), "actor": actor.state_dict()}
-            model.update(qf=qf.state_dict(), qf_target=qf_target.state_dict())
-            model["log_alpha"] = log_alpha.detach().cpu()
-            save_atomically(model, os.path.join(run_dir, "model.pt"))
         summary = {
             "algorithm": ALGORITHM,
             "env_id": args.env_id,
