@@ -310,6 +310,24 @@ def test_smoke_pendulum_writes_summary_and_metrics(in_tmp):
     assert {"actor", "qf", "qf_target", "args"} <= model.keys()
 
 
+def test_smoke_mujoco_with_two_envs(in_tmp):
+    result = sac_v2.main(
+        tiny_args(env_id="Hopper-v4", num_envs=2, total_timesteps=300, learning_starts=100)
+    )
+    summary = read_summary(result["run_dir"])
+    assert summary["env_id"] == "Hopper-v4" and summary["status"] == "finished"
+    assert summary["global_step"] == 300 and summary["gradient_updates"] == 200
+    assert summary["target_entropy"] == -3.0  # −dim(A) for Hopper's 3 actuators
+    assert math.isfinite(summary["eval_return_mean"]) and summary["eval_return_mean"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_update_trains(in_tmp):
+    result = sac_v2.main(tiny_args(compile=True, total_timesteps=300))
+    assert result["gradient_updates"] == 100 and math.isfinite(result["eval_return_mean"])
+    assert result["alpha"] < 1.0
+
+
 def test_same_seed_same_result_and_other_seed_differs(in_tmp):
     first = sac_v2.main(tiny_args())
     second = sac_v2.main(tiny_args())
