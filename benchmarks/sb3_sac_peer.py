@@ -2,14 +2,17 @@
 
 Twin 256×256 critics, 256×256 actor, batch 256, lr 3e-4, τ 0.005, γ 0.99, one critic and one actor
 update per env step after `--learning-starts` random steps, automatic entropy tuning, float32, CPU.
-Prints one JSON line: learn-phase SPS (env steps per second from the first update to the end) and,
-with --eval-episodes, the deterministic policy's return (seeds as in the softrl scripts).
+It writes what the softrl scripts write — runs/<run>/metrics.jsonl with `eval/episodic_return`
+(deterministic policy, episode k of every evaluation reset with seed + 100000 + k) and
+runs/<run>/summary.json with `learn_sps` (env steps per second from the first update to the end of
+training) — so the benchmarks read it like any softrl run.
 
     python benchmarks/sb3_sac_peer.py --env-id Walker2d-v4 --total-timesteps 3000 --learning-starts 1000
 """
 
 import argparse
 import json
+import os
 import time
 
 import gymnasium as gym
@@ -19,34 +22,65 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 
-class LearnPhaseClock(BaseCallback):
-    """Notes the wall time and step count when updates begin (SB3 trains once steps > learning_starts)."""
+def evaluate(model: SAC, env: gym.Env, episodes: int, seed: int) -> list[float]:
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + 100_000 + episode)
+        done, episode_return = False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episode_return += float(reward)
+            done = terminated or truncated
+        returns.append(episode_return)
+    return returns
 
-    def __init__(self, learning_starts: int):
+
+class ClockAndEval(BaseCallback):
+    """Notes when updates begin (SB3 trains once steps > learning_starts), logs episodes and evals."""
+
+    def __init__(self, args, eval_env: gym.Env, metrics):
         super().__init__()
-        self.learning_starts = learning_starts
+        self.args, self.eval_env, self.metrics = args, eval_env, metrics
         self.start_time, self.start_step = None, None
+        self.last_eval = None
+
+    def log(self, row: dict) -> None:
+        self.metrics.write(json.dumps({"global_step": self.num_timesteps, **row}) + "\n")
 
     def _on_step(self) -> bool:
-        if self.start_time is None and self.num_timesteps > self.learning_starts:
+        if self.start_time is None and self.num_timesteps > self.args.learning_starts:
             self.start_time, self.start_step = time.time(), self.num_timesteps
+        for info in self.locals.get("infos", []):
+            if "episode" in info:
+                self.log({"charts/episodic_return": float(info["episode"]["r"])})
+        every = self.args.eval_frequency
+        if every and self.num_timesteps % every == 0:
+            self.evaluate()
         return True
+
+    def evaluate(self) -> None:
+        returns = evaluate(self.model, self.eval_env, self.args.eval_episodes, self.args.seed)
+        self.last_eval = (float(np.mean(returns)), float(np.std(returns)))
+        self.log({"eval/episodic_return": self.last_eval[0]})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="Walker2d-v4")
-    parser.add_argument("--total-timesteps", type=int, default=3000)
-    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--total-timesteps", type=int, default=1_000_000)
+    parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--eval-episodes", type=int, default=0)
+    parser.add_argument("--eval-frequency", type=int, default=0, help="0 = only at the end")
+    parser.add_argument("--eval-episodes", type=int, default=10)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    env = gym.make(args.env_id)
+    run_dir = f"runs/{args.env_id}__sb3_sac__{args.seed}__{int(time.time())}"
+    os.makedirs(run_dir)
     model = SAC(
         "MlpPolicy",
-        env,
+        gym.make(args.env_id),
         learning_rate=3e-4,
         buffer_size=1_000_000,
         learning_starts=args.learning_starts,
@@ -61,31 +95,28 @@ def main() -> None:
         seed=args.seed,
         verbose=0,
     )
-    clock = LearnPhaseClock(args.learning_starts)
-    model.learn(total_timesteps=args.total_timesteps, callback=clock)
-    end_time = time.time()
-    result = {
-        "peer": "stable-baselines3 SAC",
+    start = time.time()
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as metrics:
+        callback = ClockAndEval(args, gym.make(args.env_id), metrics)
+        model.learn(total_timesteps=args.total_timesteps, callback=callback)
+        end = time.time()
+        if callback.last_eval is None or args.total_timesteps % (args.eval_frequency or 1):
+            callback.evaluate()
+    summary = {
+        "algorithm": "sb3_sac",
         "env_id": args.env_id,
         "seed": args.seed,
+        "status": "finished",
         "global_step": model.num_timesteps,
-        "learn_sps": (model.num_timesteps - clock.start_step) / (end_time - clock.start_time),
+        "train_time_s": end - start,
+        "learn_sps": (model.num_timesteps - callback.start_step) / (end - callback.start_time),
+        "eval_return_mean": callback.last_eval[0],
+        "eval_return_std": callback.last_eval[1],
+        "eval_episodes": args.eval_episodes,
     }
-    if args.eval_episodes:
-        eval_env, returns = gym.make(args.env_id), []
-        for episode in range(args.eval_episodes):
-            obs, _ = eval_env.reset(seed=args.seed + 100_000 + episode)
-            done, episode_return = False, 0.0
-            while not done:
-                action, _ = model.predict(obs, deterministic=True)
-                obs, reward, terminated, truncated, _ = eval_env.step(action)
-                episode_return += float(reward)
-                done = terminated or truncated
-            returns.append(episode_return)
-        result.update(
-            eval_return_mean=float(np.mean(returns)), eval_return_std=float(np.std(returns))
-        )
-    print(json.dumps(result))
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def contenders(env_id: str, learning_starts: int, total: int) -> dict[str, list[str]]:
-    """name -> command line; every command prints or writes its learn-phase SPS."""
+    """name -> command line; every command writes runs/<run>/summary.json with its learn_sps."""
     common = ["--env-id", env_id, "--total-timesteps", str(total)]
-    common += ["--learning-starts", str(learning_starts)]
+    common += ["--learning-starts", str(learning_starts), "--eval-frequency", "0"]
+    common += ["--eval-episodes", "1"]  # the final evaluation is not timed; keep it short
     return {
-        "softrl sac_v2": [sys.executable, str(ROOT / "sac_v2.py"), *common]
-        + ["--eval-frequency", "0", "--eval-episodes", "1", "--no-cuda"],
+        "softrl sac_v2": [sys.executable, str(ROOT / "sac_v2.py"), *common, "--no-cuda"],
         "SB3 SAC": [sys.executable, str(ROOT / "benchmarks" / "sb3_sac_peer.py"), *common],
     }
 
@@ -42,10 +42,8 @@ def run_once(command: list[str]) -> float:
         process = subprocess.run(command, cwd=scratch, capture_output=True, text=True)
         if process.returncode != 0:
             sys.exit(f"benchmark command failed: {' '.join(command)}\n{process.stderr[-2000:]}")
-        summaries = list(Path(scratch).glob("runs/*/summary.json"))
-        if summaries:
-            return json.loads(summaries[0].read_text())["learn_sps"]
-        return json.loads(process.stdout.strip().splitlines()[-1])["learn_sps"]
+        (summary,) = Path(scratch).glob("runs/*/summary.json")
+        return json.loads(summary.read_text())["learn_sps"]
 
 
 def cpu_model() -> str:
