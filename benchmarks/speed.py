@@ -18,8 +18,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,39 @@ def run_once(command: list[str]) -> float:
         return json.loads(summary.read_text())["learn_sps"]
 
 
+def sac_update_flops(obs_dim: int, act_dim: int, hidden: int = 256, batch: int = 256) -> float:
+    """Matrix-product FLOPs (2 per multiply-add) of one SAC update: critic step + actor step.
+
+    Actor forward F_a (two hidden layers and a mean/log-std head), twin critics' forward F_c.
+    The update runs the actor forward twice (target a′, actor loss), the critics forward three
+    times (target, critic loss, actor loss); backward costs one forward for the weight gradients
+    plus input gradients of every layer that has a trainable layer below it (critic loss: layers
+    2-3; actor loss through the critics: all layers, w.r.t. the action; actor: layers 2-3).
+    """
+    q_in = obs_dim + act_dim
+    actor_forward = 2 * batch * (obs_dim * hidden + hidden * hidden + hidden * 2 * act_dim)
+    critics_forward = 2 * 2 * batch * (q_in * hidden + hidden * hidden + hidden)
+    critic_input_grads = 2 * 2 * batch * (hidden * hidden + hidden)
+    actor_input_grads = 2 * batch * (hidden * hidden + hidden * 2 * act_dim)
+    forwards = 2 * actor_forward + 3 * critics_forward
+    backwards = critics_forward + critic_input_grads  # critic loss
+    backwards += critics_forward  # actor loss, through the frozen critics to the action
+    backwards += actor_forward + actor_input_grads  # actor loss, into the actor
+    return float(forwards + backwards)
+
+
+def matmul_peak_gflops(size: int = 256, repeats: int = 2000) -> float:
+    """Best float32 GFLOP/s of a size×size×size matrix product, the update's typical shape."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * size**3 / best / 1e9
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -65,6 +100,10 @@ def main() -> None:
     args = parser.parse_args()
 
     total = args.learning_starts + args.learn_steps
+    env = gym.make(args.env_id)
+    flops = sac_update_flops(env.observation_space.shape[0], env.action_space.shape[0])
+    peak = matmul_peak_gflops()
+    print(f"one update: {flops / 1e9:.3f} GFLOP; float32 matmul peak here: {peak:.0f} GFLOP/s")
     commands = contenders(args.env_id, args.learning_starts, total)
     names = list(commands)
     sps: dict[str, list[float]] = {name: [] for name in names}
@@ -89,14 +128,19 @@ def main() -> None:
         f"Command: `python benchmarks/speed.py --env-id {args.env_id} --rounds {args.rounds} "
         f"--learning-starts {args.learning_starts} --learn-steps {args.learn_steps}`",
         "",
-        "| contender | SPS per round | median SPS | ratio to " + names[-1] + " |",
-        "|---|---|---|---|",
+        f"Ceiling: one update is {flops / 1e9:.3f} GFLOP of matrix products; the float32 matmul "
+        f"peak measured in this run (256×256×256) is {peak:.0f} GFLOP/s, so no implementation "
+        f"can exceed {peak * 1e9 / flops:.0f} SPS here. '% of ceiling' = update FLOPs × SPS ÷ peak "
+        "(env stepping and acting count as lost time).",
+        "",
+        "| contender | SPS per round | median SPS | ratio to " + names[-1] + " | % of ceiling |",
+        "|---|---|---|---|---|",
     ]
     for name in names:
         rounds = ", ".join(f"{value:.1f}" for value in sps[name])
-        lines.append(
-            f"| {name} | {rounds} | {medians[name]:.1f} | {medians[name] / baseline:.2f}× |"
-        )
+        ratio = medians[name] / baseline
+        ceiling = 100 * flops * medians[name] / (peak * 1e9)
+        lines.append(f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling:.0f}% |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     out = ROOT / "benchmarks" / "results" / f"speed_{args.env_id}.md"
