@@ -1,0 +1,646 @@
+"""Tests of sac_v1.py: the value, Q and policy losses against hand-built networks with closed-form
+outputs, the reward-scale equivalence, gradient isolation, the training loop's bookkeeping,
+checkpoints, bad input, and a short run that really learns."""
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import INTERRUPT_AT, MAX_EPISODE_STEPS
+from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
+
+import sac_v1
+
+SCRIPT = Path(__file__).resolve().parents[1] / "sac_v1.py"
+TIME_KEYS = {"train_time_s", "learn_sps", "run_dir"}
+
+
+def tiny_args(**overrides) -> sac_v1.Args:
+    """A run small enough for a unit test that still performs gradient updates."""
+    settings = dict(
+        env_id="Pendulum-v1",
+        total_timesteps=400,
+        learning_starts=200,
+        batch_size=32,
+        buffer_size=10_000,
+        hidden_dim=64,
+        eval_episodes=1,
+        eval_frequency=0,
+        log_frequency=100,
+        cuda=False,
+    )
+    settings.update(overrides)
+    return sac_v1.Args(**settings)
+
+
+def reference_distribution(mean, log_std, scale, bias):
+    """The squashed, scaled Gaussian built from torch.distributions: an independent oracle."""
+    transforms = [TanhTransform(), AffineTransform(loc=bias, scale=scale)]
+    return TransformedDistribution(Normal(mean, log_std.exp()), transforms)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-built networks whose outputs are known in closed form
+# ------------------------------------------------------------------------------------------------
+OFFSET = 10.0  # every test input stays within ±OFFSET, so relu(x + OFFSET) = x + OFFSET
+# (float32 rounds x + OFFSET to ~1e-6, hence the absolute tolerances below)
+
+
+def affine_value_network(weight, constant, hidden_dim=8):
+    """A SoftValueNetwork computing V(s) = constant + weight·s exactly (for |s| < OFFSET)."""
+    n = len(weight)
+    vf = sac_v1.SoftValueNetwork(n, hidden_dim)
+    first, second, last = vf.net[0], vf.net[2], vf.net[4]
+    with torch.no_grad():
+        for parameter in vf.parameters():
+            parameter.zero_()
+        first.weight[:n, :n] = torch.eye(n)  # h1 = s + OFFSET  (positive, so relu passes it)
+        first.bias[:n] = OFFSET
+        second.weight[:n, :n] = torch.eye(n)  # h2 = h1
+        last.weight[0, :n] = torch.tensor(weight)
+        last.bias[0] = constant - OFFSET * sum(weight)
+    return vf
+
+
+def affine_twin_q(obs_dim, action_weights, constants, hidden_dim=8):
+    """A TwinSoftQNetwork computing Q_i(s, a) = constants[i] + action_weights[i]·a exactly."""
+    act_dim = len(action_weights[0])
+    qf = sac_v1.TwinSoftQNetwork(obs_dim, act_dim, hidden_dim)
+    with torch.no_grad():
+        for parameter in qf.parameters():
+            parameter.zero_()
+        for i in range(2):
+            for j in range(act_dim):
+                qf.weights[0][i, obs_dim + j, j] = 1.0  # h1_j = a_j + OFFSET
+                qf.biases[0][i, 0, j] = OFFSET
+                qf.weights[1][i, j, j] = 1.0  # h2_j = h1_j
+                qf.weights[2][i, j, 0] = action_weights[i][j]
+            qf.biases[2][i, 0, 0] = constants[i] - OFFSET * sum(action_weights[i])
+    return qf
+
+
+def constant_actor(obs_dim, act_dim, mean, log_std, low, high):
+    """An Actor with μ(s) = mean and log σ(s) = log_std in every state."""
+    actor = sac_v1.Actor(obs_dim, act_dim, 8, np.full(act_dim, low), np.full(act_dim, high))
+    with torch.no_grad():
+        for parameter in actor.parameters():
+            parameter.zero_()
+        actor.mean_and_log_std.bias.copy_(torch.tensor([mean] * act_dim + [log_std] * act_dim))
+    return actor
+
+
+def closed_form_log_prob(mean, log_std, act_dim, scale):
+    """log π of the action at ε = 0 (u = μ): Σ_j [log N(μ; μ, σ) − log(1 − tanh² μ) − log scale]."""
+    per_dim = -log_std - 0.5 * math.log(2 * math.pi) - math.log(1 - math.tanh(mean) ** 2)
+    return act_dim * (per_dim - math.log(scale))
+
+
+def test_hand_built_networks_compute_their_formulas():
+    """The helpers above are oracles only if they really compute what they say."""
+    obs = torch.randn(5, 3)
+    action = torch.rand(5, 2) * 2 - 1
+    vf = affine_value_network([1.0, -2.0, 0.5], 0.25)
+    torch.testing.assert_close(vf(obs), 0.25 + obs @ torch.tensor([1.0, -2.0, 0.5]))
+    qf = affine_twin_q(3, [[3.0, 3.0], [-1.0, 0.0]], [1.0, 2.0])
+    q = qf(obs, action)
+    torch.testing.assert_close(q[0], 1.0 + 3.0 * action.sum(-1))
+    torch.testing.assert_close(q[1], 2.0 - action[:, 0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Math
+# ------------------------------------------------------------------------------------------------
+def test_squashed_log_prob_matches_torch_distributions():
+    generator = torch.Generator().manual_seed(0)
+    shape = (512, 4)
+    mean = torch.randn(shape, generator=generator, dtype=torch.float64)
+    log_std = torch.rand(shape, generator=generator, dtype=torch.float64) * 3 - 2
+    pre_tanh = mean + log_std.exp() * torch.randn(shape, generator=generator, dtype=torch.float64)
+    pre_tanh = pre_tanh.clamp(-4, 4)  # keep atanh inside torch.distributions accurate
+    scale = torch.tensor([0.5, 1.0, 2.0, 40.0], dtype=torch.float64)
+    bias = torch.tensor([0.0, 1.0, -3.0, 10.0], dtype=torch.float64)
+    action = scale * torch.tanh(pre_tanh) + bias
+
+    ours = sac_v1.squashed_gaussian_log_prob(pre_tanh, mean, log_std, scale)
+    oracle = reference_distribution(mean, log_std, scale, bias).log_prob(action).sum(-1)
+    torch.testing.assert_close(ours, oracle, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pre_tanh_value", [-50.0, -10.0, 10.0, 50.0])
+def test_squashed_log_prob_is_finite_and_exact_where_naive_formula_breaks(pre_tanh_value):
+    pre_tanh = torch.full((1, 2), pre_tanh_value)
+    mean, log_std = torch.zeros(1, 2), torch.zeros(1, 2)
+    scale = torch.tensor([1.0, 3.0])
+    assert not torch.isfinite(torch.log(1 - torch.tanh(pre_tanh).pow(2))).all()
+
+    ours = sac_v1.squashed_gaussian_log_prob(pre_tanh, mean, log_std, scale)
+    # float64 closed form: log(1 − tanh² u) = −2 log cosh u
+    u = pre_tanh_value
+    gaussian = -0.5 * u * u - 0.5 * math.log(2 * math.pi)
+    expected = 2 * gaussian + 2 * 2 * math.log(math.cosh(u)) - math.log(3.0)
+    assert ours.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_actor_sample_log_prob_is_the_density_of_the_env_action():
+    torch.manual_seed(0)
+    low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
+    actor = sac_v1.Actor(obs_dim=3, act_dim=2, hidden_dim=32, action_low=low, action_high=high)
+    obs = torch.randn(256, 3)
+    unit_action, log_prob = actor.sample(obs)
+    env_action = torch.as_tensor(actor.to_env_action(unit_action))
+    assert (env_action >= torch.as_tensor(low)).all()
+    assert (env_action <= torch.as_tensor(high)).all()
+
+    mean, log_std = actor(obs)
+    reference = reference_distribution(mean, log_std, torch.tensor([2.0, 0.5]), torch.tensor([0.0, 0.5]))  # fmt: skip
+    inside = unit_action.abs().max(-1).values < 0.999  # atanh is ill-conditioned at the edges
+    oracle = reference.log_prob(env_action.float()).sum(-1)
+    torch.testing.assert_close(log_prob[inside], oracle[inside], atol=2e-3, rtol=0)
+    assert inside.sum() > 200
+
+
+def test_value_target_uses_fresh_policy_actions_and_the_twin_minimum(monkeypatch):
+    obs_dim, act_dim, mean, log_std, scale, alpha = 3, 2, 0.5, -1.0, 2.0, 0.3
+    actor = constant_actor(obs_dim, act_dim, mean, log_std, low=-scale, high=scale)
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # ε = 0: ã = tanh(μ) exactly
+    # Q_1 = 1 + 3(a_1 + a_2), Q_2 = 2 − (a_1 + a_2): at the policy's ã = tanh(0.5) ≈ 0.46 the
+    # minimum is Q_2; at the replayed actions (sum −1.4) it would be Q_1.
+    qf = affine_twin_q(obs_dim, [[3.0, 3.0], [-1.0, -1.0]], [1.0, 2.0])
+    v_weight, v_constant = [1.0, -2.0, 0.5], 0.25
+    vf = affine_value_network(v_weight, v_constant)
+    vf_target = affine_value_network([0.0, 0.0, 0.0], 100.0).requires_grad_(False)
+
+    obs = torch.tensor([[0.1, 0.2, 0.3], [-1.0, 0.5, 2.0], [0.0, 0.0, -3.0], [2.0, 1.0, 1.0]])
+    replayed_action = torch.tensor([[-0.9, -0.5]] * 4)
+    batch = (obs, replayed_action, torch.ones(4, 1), torch.zeros(4, 1), obs + 1.0)
+    losses = sac_v1.sac_v1_losses(
+        actor, qf, vf, vf_target, torch.tensor(math.log(alpha)), batch, 0.99, 5.0, -2.0
+    )
+
+    fresh = math.tanh(mean)  # the policy's action, in [−1, 1] units, in every dimension
+    q_min = min(1.0 + 3.0 * 2 * fresh, 2.0 - 2 * fresh)
+    log_prob = closed_form_log_prob(mean, log_std, act_dim, scale)
+    target = q_min - alpha * log_prob
+    values = v_constant + obs.double().numpy() @ np.array(v_weight)
+    np.testing.assert_allclose(losses["value_target"].numpy(), target, rtol=1e-5)
+    np.testing.assert_allclose(losses["log_prob"].numpy(), log_prob, rtol=1e-5)
+    assert losses["vf_loss"].item() == pytest.approx(
+        0.5 * np.mean((values - target) ** 2), rel=1e-5
+    )
+    assert not losses["value_target"].requires_grad
+    # the same ã drives the policy loss: J_π = α log π(ã|s) − min_i Q_i(s, ã)
+    assert losses["actor_loss"].item() == pytest.approx(alpha * log_prob - q_min, rel=1e-5)
+
+
+def test_q_target_bootstraps_from_the_target_value_network_and_stops_only_at_termination():
+    obs_dim, act_dim, gamma, reward_scale = 3, 2, 0.9, 5.0
+    qf = affine_twin_q(obs_dim, [[1.0, 0.0], [0.0, -2.0]], [0.5, 1.5])
+    vf = affine_value_network([9.0, 9.0, 9.0], -7.0)  # the online V must not be the bootstrap
+    target_weight, target_constant = [1.0, -1.0, 2.0], 3.0
+    vf_target = affine_value_network(target_weight, target_constant).requires_grad_(False)
+    actor = constant_actor(obs_dim, act_dim, 0.0, 0.0, low=-1.0, high=1.0)
+
+    # rows: terminated, truncated (stored with terminated = 0), ordinary
+    obs = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [2.0, 0.0, -1.0]])
+    action = torch.tensor([[0.5, -0.5], [1.0, 0.2], [-0.3, 0.9]])
+    reward = torch.tensor([[1.0], [2.0], [-3.0]])
+    terminated = torch.tensor([[1.0], [0.0], [0.0]])
+    next_obs = torch.tensor([[4.0, 1.0, 0.0], [-2.0, 3.0, 1.0], [0.5, 0.5, 0.5]])
+    batch = (obs, action, reward, terminated, next_obs)
+    losses = sac_v1.sac_v1_losses(
+        actor, qf, vf, vf_target, torch.tensor(0.0), batch, gamma, reward_scale, -2.0
+    )
+
+    next_value = target_constant + next_obs.double().numpy() @ np.array(target_weight)
+    r, d = reward.double().numpy()[:, 0], terminated.double().numpy()[:, 0]
+    expected_target = reward_scale * r + gamma * (1 - d) * next_value
+    np.testing.assert_allclose(losses["q_target"].numpy(), expected_target, rtol=1e-6, atol=1e-5)
+    a = action.double().numpy()
+    q1, q2 = 0.5 + a[:, 0], 1.5 - 2.0 * a[:, 1]
+    expected_loss = sum(0.5 * np.mean((q - expected_target) ** 2) for q in (q1, q2))
+    assert losses["qf_loss"].item() == pytest.approx(expected_loss, rel=1e-5)
+    np.testing.assert_allclose(losses["q_values"].numpy(), np.stack([q1, q2]), atol=1e-5)
+
+
+def random_networks(obs_dim=3, act_dim=2, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    actor = sac_v1.Actor(obs_dim, act_dim, 16, -2 * np.ones(act_dim), 2 * np.ones(act_dim))
+    qf = sac_v1.TwinSoftQNetwork(obs_dim, act_dim, 16)
+    vf = sac_v1.SoftValueNetwork(obs_dim, 16)
+    vf_target = sac_v1.SoftValueNetwork(obs_dim, 16).requires_grad_(False)
+    return [net.to(dtype) for net in (actor, qf, vf, vf_target)]
+
+
+def random_batch(obs_dim=3, act_dim=2, n=32, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(123)
+    batch = (
+        torch.randn(n, obs_dim, generator=generator),
+        torch.rand(n, act_dim, generator=generator) * 2 - 1,
+        torch.randn(n, 1, generator=generator),
+        (torch.rand(n, 1, generator=generator) < 0.3).float(),
+        torch.randn(n, obs_dim, generator=generator),
+    )
+    return tuple(x.to(dtype) for x in batch)
+
+
+def scaled_copy(network, factor):
+    """The same network with its output multiplied by `factor` (last layer scaled)."""
+    network = copy.deepcopy(network)
+    with torch.no_grad():
+        if isinstance(network, sac_v1.TwinSoftQNetwork):
+            network.weights[-1].mul_(factor)
+            network.biases[-1].mul_(factor)
+        else:
+            network.net[-1].weight.mul_(factor)
+            network.net[-1].bias.mul_(factor)
+    return network
+
+
+@pytest.mark.parametrize("k", [5.0, 20.0])
+def test_reward_scale_k_with_alpha_1_equals_scale_1_with_alpha_1_over_k(k):
+    """(k, α = 1) and (1, α = 1/k): with critics that differ by the factor k, every target differs
+    by exactly k, the critic losses by k² and the policy loss by k, so the policy's Adam steps
+    (invariant to a constant gradient scale) are the same: only α/k matters."""
+    actor, qf, vf, vf_target = random_networks(dtype=torch.float64)
+    batch = random_batch(dtype=torch.float64)
+    gamma, target_entropy = 0.99, -2.0
+
+    def losses(reward_scale, alpha, scale_networks_by):
+        torch.manual_seed(7)  # the same fresh actions ã in both settings
+        networks = [scaled_copy(net, scale_networks_by) for net in (qf, vf, vf_target)]
+        log_alpha = torch.tensor(math.log(alpha), dtype=torch.float64)
+        return sac_v1.sac_v1_losses(
+            actor, *networks, log_alpha, batch, gamma, reward_scale, target_entropy
+        )
+
+    scaled = losses(reward_scale=k, alpha=1.0, scale_networks_by=k)
+    unscaled = losses(reward_scale=1.0, alpha=1.0 / k, scale_networks_by=1.0)
+    for name in ["value_target", "q_target", "values", "q_values"]:
+        torch.testing.assert_close(scaled[name], k * unscaled[name], rtol=1e-12, atol=1e-12)
+    for name in ["qf_loss", "vf_loss"]:
+        torch.testing.assert_close(scaled[name], k**2 * unscaled[name], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        scaled["actor_loss"], k * unscaled["actor_loss"], rtol=1e-12, atol=1e-12
+    )
+    # and the reward scale really is in play: without the scaled critics the targets differ
+    plain = losses(reward_scale=k, alpha=1.0, scale_networks_by=1.0)
+    assert not torch.allclose(plain["q_target"], k * unscaled["q_target"])
+
+
+def test_each_loss_reaches_only_its_own_network_and_one_backward_gives_each_its_own_gradient():
+    actor, qf, vf, vf_target = random_networks()
+    log_alpha = torch.tensor(0.1, requires_grad=True)
+    groups = {
+        "qf_loss": list(qf.parameters()),
+        "vf_loss": list(vf.parameters()),
+        "actor_loss": list(actor.parameters()),
+        "alpha_loss": [log_alpha],
+    }
+    torch.manual_seed(3)
+    losses = sac_v1.sac_v1_losses(actor, qf, vf, vf_target, log_alpha, random_batch(), 0.99, 5.0, -2.0)  # fmt: skip
+    own_gradients = {}
+    for loss_name in groups:
+        for group_name, parameters in groups.items():
+            grads = torch.autograd.grad(
+                losses[loss_name], parameters, retain_graph=True, allow_unused=True
+            )
+            if group_name == loss_name:
+                assert all(g is not None and g.abs().sum() > 0 for g in grads), loss_name
+                own_gradients[loss_name] = grads
+            else:
+                assert all(g is None for g in grads), (loss_name, group_name)
+
+    total = sum(losses[name] for name in groups)
+    total.backward()
+    for name, parameters in groups.items():
+        for parameter, own in zip(parameters, own_gradients[name], strict=True):
+            torch.testing.assert_close(parameter.grad, own, rtol=0, atol=0)
+    # the target V̄ takes part in the forward pass but never receives a gradient
+    assert all(not p.requires_grad and p.grad is None for p in vf_target.parameters())
+
+
+def test_actor_loss_follows_the_gradient_of_q_through_the_action():
+    """J_π's gradient must carry ∂Q/∂ã: the entropy term alone has a different gradient."""
+    actor, qf, vf, vf_target = random_networks()
+    batch = random_batch()
+    torch.manual_seed(5)
+    losses = sac_v1.sac_v1_losses(actor, qf, vf, vf_target, torch.tensor(0.0), batch, 0.99, 5.0, -2.0)  # fmt: skip
+    with_q = torch.autograd.grad(losses["actor_loss"], list(actor.parameters()))
+    torch.manual_seed(5)
+    _, log_prob = actor.sample(batch[0])
+    entropy_only = torch.autograd.grad(log_prob.mean(), list(actor.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(with_q, entropy_only, strict=True))
+
+
+def test_polyak_update_of_the_target_value_network_matches_its_formula():
+    _, _, vf, vf_target = random_networks(dtype=torch.float64)
+    before = [p.clone() for p in vf_target.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, vf.parameters(), strict=True))
+    sac_v1.polyak_update(vf_target, vf, tau=0.005)
+    for old, new, online in zip(before, vf_target.parameters(), vf.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.995 * old + 0.005 * online, atol=1e-15, rtol=0)
+        assert new.grad is None and not new.requires_grad
+
+
+def test_twin_q_functions_are_two_independent_mlps():
+    """The batched module equals two separate nn.Linear MLPs built from its weights."""
+    _, qf, _, _ = random_networks()
+    obs, action = random_batch()[:2]
+    x = torch.cat([obs, action], -1)
+    for i in range(2):
+        hidden = x
+        for layer, (weight, bias) in enumerate(zip(qf.weights, qf.biases, strict=True)):
+            hidden = torch.nn.functional.linear(hidden, weight[i].T, bias[i, 0])
+            hidden = torch.relu(hidden) if layer < 2 else hidden
+        torch.testing.assert_close(qf(obs, action)[i], hidden.squeeze(-1))
+
+
+# ------------------------------------------------------------------------------------------------
+# The training loop
+# ------------------------------------------------------------------------------------------------
+def read_summary(run_dir):
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def load_model(run):
+    return torch.load(Path(run["run_dir"]) / "model.pt", weights_only=True)
+
+
+def test_vector_env_episode_ends_are_stored_correctly_with_unscaled_rewards(in_tmp):
+    """num_envs=2 on an env that terminates at t=3 (even episodes) or is truncated at t=5 (odd)."""
+    args = tiny_args(
+        env_id="softrl-test/Counting-v0",
+        num_envs=2,
+        total_timesteps=80,
+        learning_starts=40,
+        batch_size=8,
+        checkpoint_frequency=80,
+        reward_scale=5.0,
+    )
+    result = sac_v1.main(args)
+    assert result["gradient_updates"] == 40
+    checkpoint = torch.load(
+        Path(result["run_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True
+    )
+    rows = checkpoint["buffer"]["rows"]
+    assert len(rows) == 80
+    obs, reward, terminated, next_obs = rows[:, 0:2], rows[:, 3], rows[:, 4], rows[:, 5:7]
+    t, episode, next_t, next_episode = obs[:, 0], obs[:, 1], next_obs[:, 0], next_obs[:, 1]
+    # no transition crosses an episode boundary
+    assert torch.equal(next_t, t + 1) and torch.equal(next_episode, episode)
+    # the buffer keeps the env's reward; the scale enters only the Q target
+    torch.testing.assert_close(reward, next_t)
+    # termination is flagged exactly where it happens ...
+    expected_terminated = (episode % 2 == 0) & (next_t == 3)
+    assert torch.equal(terminated.bool(), expected_terminated)
+    # ... and truncated transitions keep the true last observation (t = limit, not a reset obs)
+    truncated = (episode % 2 == 1) & (next_t == MAX_EPISODE_STEPS)
+    assert truncated.sum() >= 4 and expected_terminated.sum() >= 4
+    assert not terminated[truncated].any()
+    # logged training returns are the env's, unscaled: 1+2+3 (terminated) or 1+…+5 (truncated)
+    metrics = (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    returns = {json.loads(line).get("charts/episodic_return") for line in metrics} - {None}
+    assert returns == {6.0, 15.0}
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
+def test_smoke_run_writes_summary_metrics_and_model(in_tmp, env_id):
+    result = sac_v1.main(tiny_args(env_id=env_id, save_model=True, eval_frequency=200))
+    summary = read_summary(result["run_dir"])
+    required = {
+        "algorithm", "env_id", "seed", "global_step", "gradient_updates", "policy_updates",
+        "train_time_s", "learn_sps", "episodic_return_last", "eval_return_mean",
+        "eval_return_std", "eval_episodes", "alpha", "reward_scale",
+    }  # fmt: skip
+    assert required <= summary.keys()
+    assert summary["algorithm"] == "sac_v1" and summary["env_id"] == env_id
+    assert summary["global_step"] == 400
+    assert summary["gradient_updates"] == summary["policy_updates"] == 200
+    assert summary["learn_sps"] > 0 and summary["eval_episodes"] == 1
+    assert math.isfinite(summary["eval_return_mean"])
+    # the temperature is fixed: α = 1 with reward scale 5, i.e. α/k = 0.2
+    assert summary["alpha"] == 1.0 and summary["reward_scale"] == 5.0
+    assert summary["alpha_per_reward_scale"] == pytest.approx(0.2)
+    lines = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").open()]
+    keys = set().union(*lines)
+    assert {"losses/qf_loss", "losses/vf_loss", "losses/soft_value", "losses/actor_loss"} <= keys
+    assert {"charts/episodic_return", "eval/episodic_return", "charts/SPS"} <= keys
+    assert all(math.isfinite(line.get("losses/vf_loss", 0.0)) for line in lines)
+    assert sum("eval/episodic_return" in line for line in lines) == 2  # at 200 and at the end
+    model = load_model(result)
+    assert {"actor", "qf", "vf", "vf_target", "args", "log_alpha"} <= model.keys()
+    # training moved V, and V̄ followed it only part of the way (τ = 0.005)
+    first_layer = "net.0.weight"
+    assert not torch.equal(model["vf"][first_layer], model["vf_target"][first_layer])
+
+
+def test_target_value_network_is_polyak_averaged_after_every_update(in_tmp):
+    """With τ = 1 the Polyak step copies V into V̄, so they end equal; with τ < 1 they do not."""
+    settings = dict(env_id="softrl-test/Counting-v0", total_timesteps=60, learning_starts=30)
+    settings.update(batch_size=8, save_model=True)
+    copied = load_model(sac_v1.main(tiny_args(**settings, tau=1.0)))
+    averaged = load_model(sac_v1.main(tiny_args(**settings, tau=0.5)))
+    for name, tensor in copied["vf"].items():
+        assert torch.equal(tensor, copied["vf_target"][name]), name
+    assert not torch.equal(averaged["vf"]["net.0.weight"], averaged["vf_target"]["net.0.weight"])
+
+
+def test_same_seed_same_result_and_other_seed_differs(in_tmp):
+    first = sac_v1.main(tiny_args())
+    second = sac_v1.main(tiny_args())
+    third = sac_v1.main(tiny_args(seed=2))
+    strip = lambda summary: {k: v for k, v in summary.items() if k not in TIME_KEYS}  # noqa: E731
+    assert strip(first) == strip(second)
+    assert strip(first) != strip(third)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
+def test_resume_ends_where_an_uninterrupted_run_ends(in_tmp, env_id):
+    settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, save_model=True)
+    straight = sac_v1.main(tiny_args(**settings, num_envs=2))
+    first_half = sac_v1.main(
+        tiny_args(**{**settings, "total_timesteps": 150}, num_envs=2, checkpoint_frequency=150)
+    )
+    resumed = sac_v1.main(
+        sac_v1.Args(
+            resume=str(Path(first_half["run_dir"]) / "checkpoint.pt"),
+            total_timesteps=300,
+            cuda=False,
+        )
+    )
+    for key in ["global_step", "gradient_updates", "eval_return_mean", "episodic_return_last"]:
+        assert resumed[key] == straight[key], key
+    assert resumed["gradient_updates"] == 200
+    for network in ["actor", "qf", "vf", "vf_target"]:
+        for name, tensor in load_model(straight)[network].items():
+            assert torch.equal(tensor, load_model(resumed)[network][name]), (network, name)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(in_tmp, monkeypatch):
+    settings = dict(
+        env_id="softrl-test/InterruptingCounting-v0",
+        total_timesteps=120,
+        learning_starts=30,
+        batch_size=8,
+        save_model=True,
+    )
+    monkeypatch.setitem(INTERRUPT_AT, "call", None)
+    straight = sac_v1.main(tiny_args(**settings))
+
+    monkeypatch.setitem(INTERRUPT_AT, "call", 70)  # Ctrl-C during the 70th env step
+    monkeypatch.setitem(INTERRUPT_AT, "calls", 0)
+    interrupted = sac_v1.main(tiny_args(**settings))
+    assert interrupted["status"] == "interrupted" and interrupted["global_step"] == 70
+    assert read_summary(interrupted["run_dir"])["status"] == "interrupted"
+
+    monkeypatch.setitem(INTERRUPT_AT, "call", None)
+    checkpoint = Path(interrupted["run_dir"]) / "checkpoint.pt"
+    resumed = sac_v1.main(sac_v1.Args(resume=str(checkpoint), cuda=False))
+    assert resumed["run_dir"] == interrupted["run_dir"]
+    assert resumed["global_step"] == 120 and resumed["gradient_updates"] == 90
+    for key in ["eval_return_mean", "episodic_return_last"]:
+        assert resumed[key] == straight[key], key
+    for network in ["qf", "vf_target"]:
+        for name, tensor in load_model(straight)[network].items():
+            assert torch.equal(tensor, load_model(resumed)[network][name]), (network, name)
+
+
+def test_autotune_extra_learns_the_temperature_and_resumes_it(in_tmp):
+    settings = dict(autotune=True, alpha=0.5, total_timesteps=300, learning_starts=100)
+    straight = sac_v1.main(tiny_args(**settings))
+    assert straight["alpha"] != 0.5 and straight["target_entropy"] == -1.0  # −dim(A) on Pendulum
+    first_half = sac_v1.main(tiny_args(**settings | {"total_timesteps": 150}, checkpoint_frequency=150))  # fmt: skip
+    checkpoint = Path(first_half["run_dir"]) / "checkpoint.pt"
+    resumed = sac_v1.main(sac_v1.Args(resume=str(checkpoint), total_timesteps=300, cuda=False))
+    assert resumed["alpha"] == straight["alpha"]
+
+
+def test_eval_checkpoint_evaluates_a_saved_policy(in_tmp):
+    trained = sac_v1.main(tiny_args(save_model=True))
+    model_path = str(Path(trained["run_dir"]) / "model.pt")
+    result = sac_v1.main(sac_v1.Args(eval_checkpoint=model_path, eval_episodes=1, cuda=False))
+    assert result["gradient_updates"] == 0 and result["eval_episodes"] == 1
+    # the saved deterministic policy, evaluated on the same seeds, scores what the run scored
+    assert result["eval_return_mean"] == pytest.approx(trained["eval_return_mean"], abs=1e-6)
+    assert read_summary(result["run_dir"])["status"] == "evaluated"
+
+
+def test_capture_video_writes_an_mp4(in_tmp):
+    result = sac_v1.main(tiny_args(capture_video=True, total_timesteps=220))
+    videos = list((Path(result["run_dir"]) / "videos").glob("*.mp4"))
+    assert videos and videos[0].stat().st_size > 1000
+
+
+def test_wandb_offline_tracking(in_tmp, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = sac_v1.main(tiny_args(track=True, total_timesteps=250))
+    assert list((Path(result["run_dir"]) / "wandb").glob("offline-run-*"))
+
+
+def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(in_tmp):
+    args = tiny_args(
+        env_id="softrl-test/InfiniteReward-v0",
+        total_timesteps=200,
+        learning_starts=40,
+        batch_size=8,
+        log_frequency=10,
+        checkpoint_frequency=40,
+    )
+    with pytest.raises(sac_v1.TrainingDiverged):
+        sac_v1.main(args)
+    (run_dir,) = Path("runs").iterdir()
+    assert read_summary(run_dir)["status"] == "diverged"
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["loop"]["global_step"] == 40
+    assert all(torch.isfinite(p).all() for p in checkpoint["vf"].values())
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one line, exit status 2, nothing written
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"env_id": "NoSuchEnv-v0"}, "unknown environment"),
+        ({"env_id": "CartPole-v1"}, "Discrete action space"),
+        ({"total_timesteps": 0}, "--total-timesteps must be positive"),
+        ({"num_envs": -1}, "--num-envs must be positive"),
+        ({"batch_size": 512, "buffer_size": 100}, "exceeds --buffer-size"),
+        ({"gamma": 1.5}, "--gamma"),
+        ({"reward_scale": 0.0}, "--reward-scale must be positive"),
+        ({"reward_scale": float("nan")}, "--reward-scale must be positive"),
+        ({"alpha": -0.1}, "--alpha must be >= 0"),
+        ({"alpha": 0.0, "autotune": True}, "positive starting --alpha"),
+        ({"resume": "missing/checkpoint.pt"}, "does not exist"),
+        ({"eval_checkpoint": "missing/model.pt"}, "does not exist"),
+    ],
+)
+def test_bad_input_is_a_usage_error_that_writes_nothing(in_tmp, overrides, message):
+    with pytest.raises(sac_v1.UsageError, match=message):
+        sac_v1.main(tiny_args(**overrides))
+    assert not Path("runs").exists()
+
+
+def test_corrupt_or_foreign_resume_file_is_a_usage_error(in_tmp):
+    Path("checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(sac_v1.UsageError, match="cannot be read"):
+        sac_v1.main(tiny_args(resume="checkpoint.pt"))
+    torch.save({"algorithm": "sac_v2", "actor": {}}, "v2.pt")  # another script's checkpoint
+    with pytest.raises(sac_v1.UsageError, match="is not a sac_v1"):
+        sac_v1.main(tiny_args(resume="v2.pt"))
+    assert not Path("runs").exists()
+
+
+@pytest.mark.parametrize(
+    "cli", [["--env-id", "CartPole-v1"], ["--resume", "nowhere.pt"], ["--reward-scale", "-5"]]
+)
+def test_command_line_bad_input_exits_2_with_one_line(in_tmp, cli):
+    process = subprocess.run(
+        [sys.executable, str(SCRIPT), *cli, "--no-cuda"], capture_output=True, text=True
+    )
+    assert process.returncode == 2
+    assert process.stderr.startswith("error: ") and "Traceback" not in process.stderr
+    assert len(process.stderr.strip().splitlines()) == 1
+    assert not Path("runs").exists()
+
+
+def test_help_lists_every_flag_with_its_docstring():
+    process = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True
+    )
+    assert process.returncode == 0
+    for flag in ["--env-id", "--reward-scale", "--alpha", "--autotune", "--resume", "--compile"]:
+        assert flag in process.stdout
+    text = " ".join(process.stdout.replace("│", " ").split())  # undo the help's line wrapping
+    assert "only α/k matters" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_learns_pendulum_within_15k_steps(in_tmp):
+    """Deterministic eval return ≥ −250 after 15k env steps, with the paper's reward scale 5
+    (α/k = 0.2). Hidden width 128 halves the test's time; measured at 15k steps, eval returns
+    −212, −209, −200 for seeds 1–3 (the default width 256: −195, −192, −196)."""
+    result = sac_v1.main(
+        sac_v1.Args(
+            env_id="Pendulum-v1",
+            total_timesteps=15_000,
+            learning_starts=1_000,
+            reward_scale=5.0,
+            hidden_dim=128,
+            eval_frequency=0,
+            eval_episodes=10,
+            cuda=False,
+        )
+    )
+    assert result["eval_return_mean"] >= -250, result
