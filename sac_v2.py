@@ -108,7 +108,7 @@ class Args:
     autotune: bool = True
     """learn the temperature α to keep the policy entropy near --target-entropy"""
     alpha: float = 0.2
-    """the fixed temperature α when --no-autotune (also the initial α is 1.0 with autotune)"""
+    """the fixed temperature α, used with --no-autotune (autotune always starts from α = 1)"""
     target_entropy: float | None = None
     """entropy target H̄ for autotune; None means −dim(A)"""
 
@@ -449,8 +449,10 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--gamma must be in [0, 1), got {args.gamma}")
     if not 0.0 < args.tau <= 1.0:
         raise UsageError(f"--tau must be in (0, 1], got {args.tau}")
-    if not args.autotune and args.alpha < 0:
-        raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
+    if not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise UsageError(f"--alpha must be a finite number >= 0, got {args.alpha}")
+    if args.target_entropy is not None and not math.isfinite(args.target_entropy):
+        raise UsageError(f"--target-entropy must be finite, got {args.target_entropy}")
 
 
 def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
@@ -848,7 +850,7 @@ def main(args: Args) -> dict:
             "eval_return_std": last_eval["eval/episodic_return_std"] if last_eval else None,
             "eval_episodes": args.eval_episodes if last_eval else 0,
             "alpha": float(log_alpha.exp().item()),
-            "target_entropy": target_entropy,
+            "target_entropy": target_entropy if args.autotune else None,
         }
         run_log.write_summary(summary)
         run_log.close()

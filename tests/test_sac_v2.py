@@ -442,6 +442,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(in_tmp):
         ({"num_envs": -1}, "--num-envs must be positive"),
         ({"batch_size": 512, "buffer_size": 100}, "exceeds --buffer-size"),
         ({"gamma": 1.5}, "--gamma"),
+        ({"alpha": float("nan"), "autotune": False}, "--alpha"),
         ({"resume": "missing/checkpoint.pt"}, "does not exist"),
         ({"eval_checkpoint": "missing/model.pt"}, "does not exist"),
     ],
