@@ -77,6 +77,12 @@ gym.register(
     kwargs={"reward_scale": float("inf")},
 )
 gym.register(
+    "softrl-test/InfiniteRewardDiscrete-v0",
+    CountingEnv,
+    max_episode_steps=MAX_EPISODE_STEPS,
+    kwargs={"reward_scale": float("inf"), "continuous": False},
+)
+gym.register(
     "softrl-test/InterruptingCounting-v0",
     InterruptingCountingEnv,
     max_episode_steps=MAX_EPISODE_STEPS,
