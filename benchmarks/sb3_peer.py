@@ -1,13 +1,20 @@
-"""Stable-Baselines3 SAC configured to do the same work per env step as sac_v2.py's defaults.
+"""Stable-Baselines3 peers configured to do the same work per env step as softrl's defaults.
 
-Twin 256×256 critics, 256×256 actor, batch 256, lr 3e-4, τ 0.005, γ 0.99, one critic and one actor
-update per env step after `--learning-starts` random steps, automatic entropy tuning, float32, CPU.
+`--algo sac` (beside sac_v2.py): twin 256×256 critics, 256×256 actor, batch 256, lr 3e-4, τ 0.005,
+γ 0.99, one critic and one actor update per env step after `--learning-starts` random steps,
+automatic entropy tuning.
+`--algo dqn` (beside sql_discrete.py): a 256×256 Q network, batch 128, lr 1e-3, Huber loss, Polyak
+target τ 0.005 after every update, γ 0.99, buffer 50k, one update per env step after
+`--learning-starts` random steps (ε-greedy exploration instead of the Boltzmann policy: acting
+costs the same one forward pass).
+Both float32 on the CPU, torch's default thread count unless `--torch-threads` says otherwise.
 It writes what the softrl scripts write — runs/<run>/metrics.jsonl with `eval/episodic_return`
 (deterministic policy, episode k of every evaluation reset with seed + 100000 + k) and
 runs/<run>/summary.json with `learn_sps` (env steps per second from the first update to the end of
 training) — so the benchmarks read it like any softrl run.
 
-    python benchmarks/sb3_sac_peer.py --env-id Walker2d-v4 --total-timesteps 3000 --learning-starts 1000
+    python benchmarks/sb3_peer.py --algo sac --env-id Walker2d-v4 --total-timesteps 3000 --learning-starts 1000
+    python benchmarks/sb3_peer.py --algo dqn --env-id CartPole-v1 --total-timesteps 50000 --learning-starts 1000
 """
 
 import argparse
@@ -18,11 +25,12 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import SAC
+from stable_baselines3 import DQN, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 
-def evaluate(model: SAC, env: gym.Env, episodes: int, seed: int) -> list[float]:
+def evaluate(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int) -> list[float]:
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + 100_000 + episode)
@@ -65,36 +73,62 @@ class ClockAndEval(BaseCallback):
         self.log({"eval/episodic_return": self.last_eval[0]})
 
 
+def make_model(args: argparse.Namespace) -> BaseAlgorithm:
+    common = dict(gamma=0.99, train_freq=1, gradient_steps=1, device="cpu", seed=args.seed)
+    env = gym.make(args.env_id)
+    if args.algo == "sac":
+        return SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=3e-4,
+            buffer_size=1_000_000,
+            learning_starts=args.learning_starts,
+            batch_size=256,
+            tau=0.005,
+            ent_coef="auto",
+            policy_kwargs={"net_arch": [256, 256]},
+            **common,
+        )
+    return DQN(
+        "MlpPolicy",
+        env,
+        learning_rate=1e-3,
+        buffer_size=50_000,
+        learning_starts=args.learning_starts,
+        batch_size=128,
+        tau=0.005,
+        target_update_interval=1,
+        exploration_fraction=0.2,
+        exploration_final_eps=0.02,
+        policy_kwargs={"net_arch": [256, 256]},
+        **common,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default="Walker2d-v4")
-    parser.add_argument("--total-timesteps", type=int, default=1_000_000)
-    parser.add_argument("--learning-starts", type=int, default=5_000)
+    parser.add_argument("--algo", choices=["sac", "dqn"], default="sac")
+    parser.add_argument("--env-id", default=None, help="default: Walker2d-v4 / CartPole-v1")
+    parser.add_argument("--total-timesteps", type=int, default=None, help="default: 1M / 50k")
+    parser.add_argument("--learning-starts", type=int, default=None, help="default: 5000 / 1000")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--eval-frequency", type=int, default=0, help="0 = only at the end")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
     args = parser.parse_args()
+    defaults = {"sac": ("Walker2d-v4", 1_000_000, 5_000), "dqn": ("CartPole-v1", 50_000, 1_000)}
+    for name, value in zip(
+        ("env_id", "total_timesteps", "learning_starts"), defaults[args.algo], strict=True
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
 
     torch.manual_seed(args.seed)
-    run_dir = f"runs/{args.env_id}__sb3_sac__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{args.env_id}__sb3_{args.algo}__{args.seed}__{int(time.time())}"
     os.makedirs(run_dir)
-    model = SAC(
-        "MlpPolicy",
-        gym.make(args.env_id),
-        learning_rate=3e-4,
-        buffer_size=1_000_000,
-        learning_starts=args.learning_starts,
-        batch_size=256,
-        tau=0.005,
-        gamma=0.99,
-        train_freq=1,
-        gradient_steps=1,
-        ent_coef="auto",
-        policy_kwargs={"net_arch": [256, 256]},
-        device="cpu",
-        seed=args.seed,
-        verbose=0,
-    )
+    model = make_model(args)
     start = time.time()
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as metrics:
         callback = ClockAndEval(args, gym.make(args.env_id), metrics)
@@ -103,7 +137,7 @@ def main() -> None:
         if callback.last_eval is None or args.total_timesteps % (args.eval_frequency or 1):
             callback.evaluate()
     summary = {
-        "algorithm": "sb3_sac",
+        "algorithm": f"sb3_{args.algo}",
         "env_id": args.env_id,
         "seed": args.seed,
         "status": "finished",

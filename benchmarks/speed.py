@@ -3,14 +3,20 @@
 Each round runs every contender once, in a fresh process, in alternating order, with identical
 work per env step; the table reports each contender's per-round SPS, the median over rounds and
 the ratio of medians. Alternating rounds spread the machine's drift and noise over all contenders.
-Results go to benchmarks/results/speed_<env>.md (and are printed).
+Results go to benchmarks/results/speed_<script>_<env>.md (and are printed).
+
+Peers: Stable-Baselines3 SAC beside the SAC-family scripts (equal work for sac_v2; sac_v1 also
+trains a V network and sql_continuous a sampler with SVGD, so their rows show what that costs),
+SB3 DQN with one update per step and the same network beside sql_discrete.
 
     pip install -r benchmarks/requirements.txt
-    python benchmarks/speed.py --env-id Walker2d-v4 --rounds 3
+    python benchmarks/speed.py --script sac_v2 --env-id Walker2d-v4 --rounds 3
+    python benchmarks/speed.py --script sql_discrete --env-id CartPole-v1 --rounds 5
 """
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -27,15 +33,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def contenders(env_id: str, learning_starts: int, total: int) -> dict[str, list[str]]:
+PEER = {"sac_v2": "sac", "sac_v1": "sac", "sql_continuous": "sac", "sql_discrete": "dqn"}
+
+
+def contenders(script: str, env_id: str, learning_starts: int, total: int) -> dict[str, list]:
     """name -> command line; every command writes runs/<run>/summary.json with its learn_sps."""
     common = ["--env-id", env_id, "--total-timesteps", str(total)]
     common += ["--learning-starts", str(learning_starts), "--eval-frequency", "0"]
     common += ["--eval-episodes", "1"]  # the final evaluation is not timed; keep it short
-    return {
-        "softrl sac_v2": [sys.executable, str(ROOT / "sac_v2.py"), *common, "--no-cuda"],
-        "SB3 SAC": [sys.executable, str(ROOT / "benchmarks" / "sb3_sac_peer.py"), *common],
-    }
+    peer = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", PEER[script]]
+    commands = {f"softrl {script}": [sys.executable, str(ROOT / f"{script}.py"), *common]}
+    commands[f"softrl {script}"].append("--no-cuda")
+    if script == "sql_discrete":  # it runs torch on one thread; show the peer both ways
+        commands["SB3 DQN, 1 thread"] = [*peer, *common, "--torch-threads", "1"]
+        commands["SB3 DQN"] = [*peer, *common]
+    else:
+        commands["SB3 SAC"] = [*peer, *common]
+    return commands
 
 
 def run_once(command: list[str]) -> float:
@@ -69,6 +83,31 @@ def sac_update_flops(obs_dim: int, act_dim: int, hidden: int = 256, batch: int =
     return float(forwards + backwards)
 
 
+def mlp_forward_flops(sizes: list[int], batch: int) -> int:
+    """Matrix-product FLOPs (2 per multiply-add) of one MLP forward pass over a batch."""
+    return sum(2 * batch * fan_in * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+
+
+def sql_discrete_update_flops(
+    obs_dim: int, n_actions: int, hidden: int = 256, batch: int = 128
+) -> float:
+    """One soft Q-learning update: the target network on s′, the online network forward on s
+    and backward (weight gradients, plus input gradients of the layers above the first)."""
+    sizes = [obs_dim, hidden, hidden, n_actions]
+    forward = mlp_forward_flops(sizes, batch)
+    return float(3 * forward + mlp_forward_flops(sizes[1:], batch))
+
+
+def update_flops(script: str, env: gym.Env) -> float | None:
+    """Analytic FLOPs of one update where derived (sac_v2, sql_discrete), else None."""
+    obs_dim = env.observation_space.shape[0]
+    if script == "sac_v2":
+        return sac_update_flops(obs_dim, env.action_space.shape[0])
+    if script == "sql_discrete":
+        return sql_discrete_update_flops(obs_dim, int(env.action_space.n))
+    return None
+
+
 def matmul_peak_gflops(size: int = 256, repeats: int = 2000) -> float:
     """Best float32 GFLOP/s of a size×size×size matrix product, the update's typical shape."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -91,59 +130,80 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+WORK = {
+    "sac_v2": "one update of twin 256×256 critics and a 256×256 actor, batch 256, automatic α",
+    "sac_v1": "sac_v1: twin 256×256 Qs, a 256×256 V and a 256×256 actor, batch 256; "
+    "SB3 SAC: twin critics with targets and an actor, batch 256 (no V network)",
+    "sql_continuous": "sql_continuous: a 256×256 Q with 16 uniform value particles and an "
+    "SVGD sampler update over 32 particles per state, batch 128; SB3 SAC: twin critics and an "
+    "actor, batch 256 (different work: the nearest peer, not an equal one)",
+    "sql_discrete": "one update of a 256×256 Q network with a target network, batch 128, "
+    "Polyak τ 0.005 every update",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default="Walker2d-v4")
+    parser.add_argument("--script", choices=list(PEER), default="sac_v2")
+    parser.add_argument("--env-id", default=None, help="default: Walker2d-v4 / CartPole-v1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--learn-steps", type=int, default=2000, help="env steps with updates")
     args = parser.parse_args()
+    if args.env_id is None:
+        args.env_id = "CartPole-v1" if args.script == "sql_discrete" else "Walker2d-v4"
 
     total = args.learning_starts + args.learn_steps
-    env = gym.make(args.env_id)
-    flops = sac_update_flops(env.observation_space.shape[0], env.action_space.shape[0])
+    flops = update_flops(args.script, gym.make(args.env_id))
     peak = matmul_peak_gflops()
-    print(f"one update: {flops / 1e9:.3f} GFLOP; float32 matmul peak here: {peak:.0f} GFLOP/s")
-    commands = contenders(args.env_id, args.learning_starts, total)
+    print(f"float32 matmul peak here: {peak:.0f} GFLOP/s", end="")
+    print(f"; one update: {flops / 1e9:.4f} GFLOP" if flops else "")
+    commands = contenders(args.script, args.env_id, args.learning_starts, total)
     names = list(commands)
     sps: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(args.rounds):
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
             sps[name].append(run_once(commands[name]))
-            print(f"round {round_index + 1}/{args.rounds}: {name:>15} {sps[name][-1]:7.1f} SPS")
+            print(f"round {round_index + 1}/{args.rounds}: {name:>22} {sps[name][-1]:7.1f} SPS")
 
     medians = {name: statistics.median(values) for name, values in sps.items()}
     baseline = medians[names[-1]]
     date = datetime.date.today().isoformat()
     lines = [
-        f"# Learn-phase SPS on {args.env_id}",
+        f"# Learn-phase SPS: {args.script} on {args.env_id}",
         "",
-        f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; float32, CPU.",
-        f"Work per env step: one update of twin 256×256 critics and a 256×256 actor, batch 256, "
-        f"automatic α. Each run: {args.learning_starts} random steps, then {args.learn_steps} "
-        f"steps with updates; SPS counts the latter. {args.rounds} alternating rounds.",
+        f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; float32, CPU; "
+        "each contender with its own default thread count unless its name says otherwise.",
+        f"Work per env step: {WORK[args.script]}. Each run: {args.learning_starts} random steps, "
+        f"then {args.learn_steps} steps with updates; SPS counts the latter. {args.rounds} "
+        "alternating rounds.",
         "",
-        f"Command: `python benchmarks/speed.py --env-id {args.env_id} --rounds {args.rounds} "
-        f"--learning-starts {args.learning_starts} --learn-steps {args.learn_steps}`",
+        f"Command: `python benchmarks/speed.py --script {args.script} --env-id {args.env_id} "
+        f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
+        f"--learn-steps {args.learn_steps}`",
         "",
-        f"Ceiling: one update is {flops / 1e9:.3f} GFLOP of matrix products; the float32 matmul "
-        f"peak measured in this run (256×256×256) is {peak:.0f} GFLOP/s, so no implementation "
-        f"can exceed {peak * 1e9 / flops:.0f} SPS here. '% of ceiling' = update FLOPs × SPS ÷ peak "
-        "(env stepping and acting count as lost time).",
-        "",
-        "| contender | SPS per round | median SPS | ratio to " + names[-1] + " | % of ceiling |",
+    ]
+    if flops:
+        lines += [
+            f"Ceiling: one update is {flops / 1e9:.4f} GFLOP of matrix products; the float32 "
+            f"matmul peak measured in this run (256×256×256, all cores) is {peak:.0f} GFLOP/s, so "
+            f"no implementation can exceed {peak * 1e9 / flops:.0f} SPS here. '% of ceiling' = "
+            "update FLOPs × SPS ÷ peak (env stepping and acting count as lost time).",
+            "",
+        ]
+    lines += [
+        f"| contender | SPS per round | median SPS | ratio to {names[-1]} | % of ceiling |",
         "|---|---|---|---|---|",
     ]
     for name in names:
         rounds = ", ".join(f"{value:.1f}" for value in sps[name])
         ratio = medians[name] / baseline
-        ceiling = 100 * flops * medians[name] / (peak * 1e9)
-        lines.append(f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling:.0f}% |")
+        ceiling = f"{100 * flops * medians[name] / (peak * 1e9):.1f}%" if flops else "n/a"
+        lines.append(f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    out = ROOT / "benchmarks" / "results" / f"speed_{args.env_id}.md"
+    out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(f"written to {out.relative_to(ROOT)}")
