@@ -147,7 +147,8 @@ def report(entries: list[Entry]) -> str:
                 f"| {env_id} | {entry.label} | {entry.budget:,} | {len(finals)} | "
                 f"{mean:.1f} ± {std:.1f} | {per_seed} | {sps_text} |"
             )
-        plot_env(env_id, rows)
+        if any(summaries for _, summaries in rows):
+            plot_env(env_id, rows)
     lines += ["", "Learning curves: `benchmarks/results/returns_<env>.png`."]
     return "\n".join(lines) + "\n"
 
