@@ -126,26 +126,24 @@ def report(entries: list[Entry]) -> str:
         "",
         f"Written {datetime.date.today().isoformat()} by `python benchmarks/returns.py`; deterministic"
         " evaluation policy on a separate env, 10 episodes per evaluation; ± is the std over seeds."
-        " Learn SPS comes from runs that shared the CPU with other runs (`--jobs`): it is not a"
-        " speed benchmark (that is `benchmarks/speed.py`).",
+        " Runs share the CPU (`--jobs`), so their speed is not reported here: that is"
+        " `benchmarks/speed.py`.",
         "",
-        "| env | script | budget | seeds | final eval return | per seed | learn SPS (median) |",
-        "|---|---|---|---|---|---|---|",
+        "| env | script | budget | seeds | final eval return | per seed |",
+        "|---|---|---|---|---|---|",
     ]
     for env_id, rows in by_env.items():
         for entry, summaries in rows:
             finals = [s["eval_return_mean"] for s in summaries]
             if not finals:
-                lines.append(f"| {env_id} | {entry.label} | {entry.budget:,} | 0 | not run | | |")
+                lines.append(f"| {env_id} | {entry.label} | {entry.budget:,} | 0 | not run | |")
                 continue
             mean = statistics.mean(finals)
             std = statistics.stdev(finals) if len(finals) > 1 else 0.0
             per_seed = ", ".join(f"{value:.1f}" for value in finals)
-            sps = [s["learn_sps"] for s in summaries if s.get("learn_sps")]
-            sps_text = f"{statistics.median(sps):.0f}" if sps else ""
             lines.append(
                 f"| {env_id} | {entry.label} | {entry.budget:,} | {len(finals)} | "
-                f"{mean:.1f} ± {std:.1f} | {per_seed} | {sps_text} |"
+                f"{mean:.1f} ± {std:.1f} | {per_seed} |"
             )
         if any(summaries for _, summaries in rows):
             plot_env(env_id, rows)

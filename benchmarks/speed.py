@@ -134,9 +134,10 @@ WORK = {
     "sac_v2": "one update of twin 256×256 critics and a 256×256 actor, batch 256, automatic α",
     "sac_v1": "sac_v1: twin 256×256 Qs, a 256×256 V and a 256×256 actor, batch 256; "
     "SB3 SAC: twin critics with targets and an actor, batch 256 (no V network)",
-    "sql_continuous": "sql_continuous: a 256×256 Q with 16 uniform value particles and an "
-    "SVGD sampler update over 32 particles per state, batch 128; SB3 SAC: twin critics and an "
-    "actor, batch 256 (different work: the nearest peer, not an equal one)",
+    "sql_continuous": "sql_continuous: a 128×128 Q with 16 uniform value particles per next "
+    "state and an SVGD update of a 128×128 sampler over 16 particles per state, batch 128 (the "
+    "paper's sizes); SB3 SAC: twin 256×256 critics and actor, batch 256 (the nearest peer, not "
+    "equal work)",
     "sql_discrete": "one update of a 256×256 Q network with a target network, batch 128, "
     "Polyak τ 0.005 every update",
 }
