@@ -37,6 +37,9 @@ Departures from the paper, and why:
   separate MLPs, in fewer, larger matrix products.
 - With `--num-envs N` every loop iteration takes N env steps and does N gradient updates, keeping the
   paper's one gradient step per env step.
+- `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
+  weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
+  AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's.
 
 Usage:  python sac_v2.py --env-id Walker2d-v4      (see --help for every flag)
 """
@@ -128,6 +131,9 @@ class Args:
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
     """torch.compile the loss computations of the update"""
+    bf16: bool = False
+    """run the update's hidden layers in bfloat16 autocast (float32 weights, optimizer state, output
+    layers and losses); pays on CPUs with AVX-512 BF16/AMX and on recent GPUs"""
 
 
 class UsageError(Exception):
@@ -246,14 +252,16 @@ class TwinSoftQNetwork(nn.Module):
         """detach_params=True evaluates Q as a fixed function: the actor loss uses it so that
         gradients flow into the action but never into the critics' weights."""
         hidden = torch.cat([obs, action], dim=-1).expand(self.num_critics, -1, -1)
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if detach_params:
-                weight, bias = weight.detach(), bias.detach()
-            hidden = torch.baddbmm(bias, hidden, weight)
-            if layer < last:
-                hidden = torch.relu(hidden)
-        return hidden.squeeze(-1)
+        weights, biases = list(self.weights), list(self.biases)
+        if detach_params:
+            weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+            hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
+        # The output layer always runs in float32: under --bf16, a Q value of a few hundred would
+        # otherwise carry bf16's 3 significant digits into the TD error.
+        with torch.autocast(hidden.device.type, enabled=False):
+            q_values = torch.baddbmm(biases[-1], hidden.float(), weights[-1])
+        return q_values.squeeze(-1)
 
 
 class Actor(nn.Module):
@@ -275,7 +283,9 @@ class Actor(nn.Module):
         self.register_buffer("action_bias", (high + low) / 2.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.mean_and_log_std(self.trunk(obs)).chunk(2, dim=-1)
+        features = self.trunk(obs)
+        with torch.autocast(obs.device.type, enabled=False):  # a float32 head, as in the critics
+            mean, log_std = self.mean_and_log_std(features.float()).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -599,6 +609,9 @@ def main(args: Args) -> dict:
         compute_critic_loss = torch.compile(critic_loss)
         compute_actor_loss = torch.compile(actor_and_temperature_loss)
 
+    def precision():  # --bf16: the losses' forward passes (and so their backward) in bfloat16
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
     # Loop state: everything a checkpoint must carry to continue the same trajectory.
     global_step, gradient_updates = 0, 0
     episode_returns = np.zeros(args.num_envs)
@@ -760,16 +773,18 @@ def main(args: Args) -> dict:
                 for _ in range(args.num_envs):
                     alpha = log_alpha.detach().exp()
                     batch = buffer.sample(args.batch_size)
-                    qf_loss, q_values = compute_critic_loss(
-                        qf, qf_target, actor, batch, alpha, args.gamma
-                    )
+                    with precision():
+                        qf_loss, q_values = compute_critic_loss(
+                            qf, qf_target, actor, batch, alpha, args.gamma
+                        )
                     q_optimizer.zero_grad(set_to_none=True)
                     qf_loss.backward()
                     q_optimizer.step()
 
-                    actor_loss, alpha_loss, log_prob = compute_actor_loss(
-                        actor, qf, log_alpha, batch[0], target_entropy
-                    )
+                    with precision():
+                        actor_loss, alpha_loss, log_prob = compute_actor_loss(
+                            actor, qf, log_alpha, batch[0], target_entropy
+                        )
                     # J_π reaches only φ and J(α) only log α, so one backward of their sum
                     # gives each optimizer exactly its own loss's gradient.
                     actor_optimizer.zero_grad(set_to_none=True)

@@ -53,6 +53,7 @@ class Entry:
 PENDULUM = ["--learning-starts", "1000"]
 GRID = [
     Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM),
+    Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM, variant="--bf16"),
     Entry("sac_v1", "Pendulum-v1", 15_000, 2_500, PENDULUM),
     Entry("sql_continuous", "Pendulum-v1", 15_000, 2_500),
     Entry("sb3_sac", "Pendulum-v1", 15_000, 2_500, PENDULUM),

@@ -44,7 +44,9 @@ def contenders(script: str, env_id: str, learning_starts: int, total: int) -> di
     peer = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", PEER[script]]
     commands = {f"softrl {script}": [sys.executable, str(ROOT / f"{script}.py"), *common]}
     commands[f"softrl {script}"].append("--no-cuda")
-    if script == "sql_discrete":  # it runs torch on one thread; show the peer both ways
+    if script == "sac_v2":  # its optional bfloat16 autocast mode, measured separately
+        commands["softrl sac_v2 --bf16"] = [*commands["softrl sac_v2"], "--bf16"]
+    if script == "sql_discrete":  # SB3 at its default threads and at one thread
         commands["SB3 DQN, 1 thread"] = [*peer, *common, "--torch-threads", "1"]
         commands["SB3 DQN"] = [*peer, *common]
     else:
@@ -189,8 +191,9 @@ def main() -> None:
         lines += [
             f"Ceiling: one update is {flops / 1e9:.4f} GFLOP of matrix products; the float32 "
             f"matmul peak measured in this run (256×256×256, all cores) is {peak:.0f} GFLOP/s, so "
-            f"no implementation can exceed {peak * 1e9 / flops:.0f} SPS here. '% of ceiling' = "
-            "update FLOPs × SPS ÷ peak (env stepping and acting count as lost time).",
+            f"no float32 implementation can exceed {peak * 1e9 / flops:.0f} SPS here. '% of "
+            "ceiling' = update FLOPs × SPS ÷ peak (env stepping and acting count as lost time; "
+            "bfloat16 products can go past the float32 ceiling).",
             "",
         ]
     lines += [

@@ -247,6 +247,27 @@ def test_twin_critics_are_two_independent_mlps():
         torch.testing.assert_close(qf(obs, action)[i], hidden.squeeze(-1))
 
 
+def test_bf16_autocast_keeps_float32_outputs_close_to_the_float32_networks():
+    """--bf16 runs hidden layers in bfloat16 but the Q values and the policy head in float32."""
+    actor, qf, _ = networks()
+    obs, action = random_batch()[:2]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q_bf16, (mean_bf16, log_std_bf16) = qf(obs, action), actor(obs)
+    assert q_bf16.dtype == mean_bf16.dtype == log_std_bf16.dtype == torch.float32
+    q, (mean, log_std) = qf(obs, action), actor(obs)
+    assert not torch.equal(q_bf16, q)  # the hidden layers really ran in lower precision
+    # bf16 keeps 8 significant bits: errors of a few parts in a thousand of each layer's scale.
+    torch.testing.assert_close(q_bf16, q, atol=0.02 * q.abs().max().item(), rtol=0)
+    torch.testing.assert_close(mean_bf16, mean, atol=0.02 * mean.abs().max().item(), rtol=0)
+    torch.testing.assert_close(log_std_bf16, log_std, atol=0.02, rtol=0)
+
+
+def test_bf16_run_trains(in_tmp):
+    result = sac_v2.main(tiny_args(bf16=True))
+    assert result["gradient_updates"] == 200 and math.isfinite(result["eval_return_mean"])
+    assert result["alpha"] != 1.0
+
+
 # ------------------------------------------------------------------------------------------------
 # The training loop
 # ------------------------------------------------------------------------------------------------
