@@ -87,3 +87,9 @@ gym.register(
     InterruptingCountingEnv,
     max_episode_steps=MAX_EPISODE_STEPS,
 )
+gym.register(
+    "softrl-test/InterruptingCountingDiscrete-v0",
+    InterruptingCountingEnv,
+    max_episode_steps=MAX_EPISODE_STEPS,
+    kwargs={"continuous": False},
+)
