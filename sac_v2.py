@@ -501,22 +501,19 @@ class TrainingDiverged(RuntimeError):
 
 
 def check_shared_args(args: Args) -> None:
-    for name in ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]:
-        if not getattr(args, name) > 0:
+    """The shared flags' checks, then the algorithm's own (check_args)."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
+    at_least_0 = ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]
+    rules = [(name, "positive", getattr(args, name) > 0) for name in [*positive, "log_frequency"]]
+    rules += [(name, ">= 0", getattr(args, name) >= 0) for name in at_least_0]
+    rules += [("gamma", "in [0, 1)", 0 <= args.gamma < 1), ("tau", "in (0, 1]", 0 < args.tau <= 1)]
+    for name, requirement, holds in rules:
+        if not holds:
             raise UsageError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+                f"--{name.replace('_', '-')} must be {requirement}, got {getattr(args, name)}"
             )
-    for name in ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.log_frequency <= 0:
-        raise UsageError(f"--log-frequency must be positive, got {args.log_frequency}")
     if args.batch_size > args.buffer_size:
         raise UsageError(f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}")
-    if not 0.0 <= args.gamma < 1.0:
-        raise UsageError(f"--gamma must be in [0, 1), got {args.gamma}")
-    if not 0.0 < args.tau <= 1.0:
-        raise UsageError(f"--tau must be in (0, 1], got {args.tau}")
     check_args(args)
 
 
@@ -580,7 +577,11 @@ def load_saved(path: str, flag: str) -> dict:
 
 def save_atomically(payload: dict, path: str) -> None:
     """Write to a temporary file, then rename: a crash mid-write leaves the previous file intact."""
-    torch.save(payload, path + ".tmp")
+    if path.endswith(".json"):
+        with open(path + ".tmp", "w") as f:
+            json.dump(payload, f, indent=2)
+    else:
+        torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
@@ -626,15 +627,13 @@ class Run:
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.dir, copy = run_dir or os.path.join("runs", name), 1
-        while not run_dir:  # two runs started in the same second get their own directories
+        self.dir = run_dir or os.path.join("runs", name)
+        for copy in range(2, 1000):  # two runs started in the same second get their own directory
             try:
-                os.makedirs(self.dir)
+                os.makedirs(self.dir, exist_ok=bool(run_dir))
                 break
             except FileExistsError:
-                copy += 1
                 self.dir = os.path.join("runs", f"{name}-{copy}")
-        os.makedirs(self.dir, exist_ok=True)
         if args.capture_video:  # film the first episode of every evaluation
             self.eval_env = gym.wrappers.RecordVideo(
                 self.eval_env,
@@ -643,16 +642,16 @@ class Run:
                 name_prefix="eval",
                 disable_logger=True,
             )
-        metrics_path, kept = os.path.join(self.dir, "metrics.jsonl"), []
-        if saved and os.path.exists(metrics_path):  # drop rows logged after the checkpoint
+        metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
+        if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
             with open(metrics_path) as f:
-                kept = [
+                rows = [
                     row
                     for row in f
                     if json.loads(row)["global_step"] <= saved["loop"]["global_step"]
                 ]
         self.metrics = open(metrics_path, "w")  # noqa: SIM115 (closed in finish)
-        self.metrics.writelines(kept)
+        self.metrics.writelines(rows)
         self.wandb = None
         if args.track:
             import wandb
@@ -744,17 +743,15 @@ class Run:
 
     def evaluate(self) -> None:
         start = time.time()
+        args = self.args
         returns = evaluate(
-            self.policy,
-            self.eval_env,
-            self.args.eval_episodes,
-            self.args.seed + 100_000,
-            self.device,
+            self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
         )
         row = {
-            "eval/episodic_return": float(np.mean(returns)),
-            "eval/episodic_return_std": float(np.std(returns)),
+            "eval/episodic_return": np.mean(returns),
+            "eval/episodic_return_std": np.std(returns),
         }
+        row = {key: float(value) for key, value in row.items()}
         row.update(self.policy.diagnostics() if hasattr(self.policy, "diagnostics") else {})
         self.log(row)
         self.last_eval = {"step": self.global_step, **row}
@@ -763,17 +760,16 @@ class Run:
         self.eval_seconds += time.time() - start if self.learn_start else 0.0
 
     def saved_model(self) -> dict:
+        """model.pt's content: the `model` entries, args and report; raises on non-finite weights."""
+        model = {name: item.state_dict() if isinstance(item, nn.Module) else item.detach().cpu()
+                 for name, item in self.model.items()}  # fmt: skip
         tensors = [
             t
-            for item in self.model.values()
-            for t in (item.state_dict().values() if hasattr(item, "state_dict") else [item])
+            for item in model.values()
+            for t in (item.values() if isinstance(item, dict) else [item])
         ]
         if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
             raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
-        model = {
-            name: item.detach().cpu() if isinstance(item, torch.Tensor) else item.state_dict()
-            for name, item in self.model.items()
-        }
         return {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report(), **model}
 
     def save_checkpoint(self, obs: np.ndarray) -> None:
@@ -801,7 +797,7 @@ class Run:
             eta = (
                 f"{(args.total_timesteps - self.global_step) / sps / 60:5.1f} min"
                 if sps
-                else "  (warm-up)"
+                else "(warm-up)"
             )
             recent = f"{np.mean(self.recent_returns):9.1f}" if self.recent_returns else "      n/a"
             print(f"step {self.global_step:>9,}/{args.total_timesteps:,} ({100 * self.global_step / args.total_timesteps:5.1f}%)"
@@ -832,7 +828,7 @@ class Run:
             "eval_return_std": last_eval.get("eval/episodic_return_std"),
             "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
         }  # fmt: skip
-        save_atomically_json(summary, os.path.join(self.dir, "summary.json"))
+        save_atomically(summary, os.path.join(self.dir, "summary.json"))
         self.metrics.close()
         if self.wandb is not None:
             self.wandb.finish()
@@ -847,12 +843,6 @@ class Run:
         if status == "interrupted":
             print(f"continue with: --resume {os.path.join(self.dir, 'checkpoint.pt')}", flush=True)
         return {**summary, "run_dir": self.dir}
-
-
-def save_atomically_json(data: dict, path: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def resumed_args(saved_args: dict, args: Args, typed: set[str] | None) -> Args:
