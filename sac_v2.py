@@ -468,7 +468,9 @@ The algorithm above hands it:
   train(args, run)                 the training loop, which drives the Run:
       obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
           buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
-          observations -> env actions; an optional `policy.diagnostics()` adds eval metrics) and
+          observations -> env actions; an optional `policy.diagnostics(run)` -> {name: value}
+          adds eval/<name> to each eval row and <name> to the summary, and may write into
+          run.dir) and
           report() -> {"alpha": ..., ...} for progress lines and the summary; restores all of it
           on --resume and returns the envs' current observations
       run.record_step(rewards, terminated, truncated)    count env steps, log finished episodes
@@ -608,8 +610,9 @@ class Run:
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         if args.cuda and self.device.type == "cpu":
             print("notice: CUDA is not available, running on CPU", flush=True)
-        if args.capture_video:
-            os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
+        if args.capture_video:  # render off-screen: MuJoCo through EGL, pygame with no display
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # (and no SDL warning on stderr)
         # Envs are built, and so the env id checked, before anything is written.
         self.eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
         self.envs = gym.vector.SyncVectorEnv(
@@ -743,9 +746,10 @@ class Run:
             "eval/episodic_return_std": np.std(returns),
         }
         row = {key: float(value) for key, value in row.items()}
-        row.update(self.policy.diagnostics() if hasattr(self.policy, "diagnostics") else {})
+        diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
+        row.update({f"eval/{name}": value for name, value in diagnostics.items()})
         self.log(row)
-        self.last_eval = {"step": self.global_step, **row}
+        self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
         print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} "
               f"± {row['eval/episodic_return_std']:.1f} over {len(returns)} episodes", flush=True)  # fmt: skip
         self.eval_seconds += time.time() - start if self.learn_start else 0.0
@@ -818,6 +822,7 @@ class Run:
             "eval_return_mean": last_eval.get("eval/episodic_return"),
             "eval_return_std": last_eval.get("eval/episodic_return_std"),
             "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
+            **last_eval.get("diagnostics", {}),
         }  # fmt: skip
         save_atomically(summary, os.path.join(self.dir, "summary.json"))
         self.metrics.close()
