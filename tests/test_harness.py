@@ -3,6 +3,7 @@ main() and command line: the copies are one text, and every script's algorithm p
 
 import importlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,14 @@ def harness_text(script: str) -> str:
 def test_the_run_harness_is_byte_identical_in_the_four_scripts():
     texts = {script: harness_text(script) for script in SCRIPTS}
     assert len(set(texts.values())) == 1, "copy the harness of sac_v2.py into the others"
+
+
+def test_requirements_ask_for_the_gymnasium_that_has_autoreset_modes():
+    """Issue 12, bug 6: the harness uses gym.vector.AutoresetMode, new in gymnasium 1.1."""
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    (line,) = [line for line in requirements if line.startswith("gymnasium")]
+    lower = re.search(r">=\s*([\d.]+)", line).group(1)
+    assert tuple(int(part) for part in lower.split(".")[:2]) >= (1, 1), line
 
 
 # ------------------------------------------------------------------------------------------------

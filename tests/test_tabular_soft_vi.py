@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from fractions import Fraction
 
 import gymnasium as gym
 import numpy as np
@@ -103,6 +104,55 @@ def plain_episodic_soft_values(table, num_states, num_actions, gamma, alpha, swe
     return np.array(v), np.array(q)
 
 
+def exact_hard_q(P, R, gamma):
+    """Q* at α = 0 in rational arithmetic, exactly: policy iteration from 'action 0 everywhere',
+    each evaluation v = (I − γ·P_π)⁻¹ r_π by Gauss-Jordan elimination over Fractions (a float is
+    an exact rational, so this is the Q* of the very MDP the solver sees). Returns [[Fraction]]."""
+    num_states, num_actions = len(R), len(R[0])
+    P = [[[Fraction(x) for x in row] for row in block] for block in P]
+    R = [[Fraction(x) for x in row] for row in R]
+    gamma, policy = Fraction(gamma), [0] * num_states
+    while True:
+        rows = [
+            [Fraction(int(s == t)) - gamma * P[s][policy[s]][t] for t in range(num_states)]
+            + [R[s][policy[s]]]
+            for s in range(num_states)
+        ]
+        for col in range(num_states):
+            pivot = next(r for r in range(col, num_states) if rows[r][col] != 0)
+            rows[col], rows[pivot] = rows[pivot], rows[col]
+            rows[col] = [x / rows[col][col] for x in rows[col]]
+            for r in range(num_states):
+                if r != col and rows[r][col] != 0:
+                    rows[r] = [
+                        x - rows[r][col] * y for x, y in zip(rows[r], rows[col], strict=True)
+                    ]
+        v = [rows[s][num_states] for s in range(num_states)]
+        q = [
+            [R[s][a] + gamma * sum(P[s][a][t] * v[t] for t in range(num_states)) for a in range(num_actions)]
+            for s in range(num_states)
+        ]  # fmt: skip
+        improved = [max(range(num_actions), key=lambda a, s=s: (q[s][a], a == policy[s])) for s in range(num_states)]  # fmt: skip
+        if improved == policy:
+            return q
+        policy = improved
+
+
+def plain_greedy_returns(table, q, num_states, gamma, steps):
+    """Expected return of the greedy policy argmax_a q[s] on gymnasium's P[s][a] table, by `steps`
+    sweeps of v(s) ← Σ p·(r + γ·(1 − terminated)·v(s′)): with γ = 1 and `steps` = the time limit,
+    the expected undiscounted return within the time limit; with γ < 1 and many sweeps, the
+    expected discounted reward."""
+    policy = [max(range(len(q[s])), key=lambda a, s=s: q[s][a]) for s in range(num_states)]
+    v = [0.0] * num_states
+    for _ in range(steps):
+        v = [
+            math.fsum(p * (r + gamma * (0.0 if done else v[t])) for p, t, r, done in table[s][policy[s]])
+            for s in range(num_states)
+        ]  # fmt: skip
+    return v
+
+
 def sutton_barto_gridworld():
     """Example 3.5 of Sutton & Barto (2nd ed.): 5x5, A (0,1) → A' (4,1) with +10, B (0,3) →
     B' (2,3) with +5, moves off the grid leave the state unchanged with −1, else 0."""
@@ -149,7 +199,8 @@ def test_fixed_point_matches_plain_iteration_and_contracts(alpha):
     q_star = plain_value_iteration(P.tolist(), R.tolist(), gamma, alpha)
     solution = tsv.soft_value_iteration(P, R, gamma, alpha)
     scale = max(1.0, np.abs(q_star).max())
-    assert solution.converged
+    # tol = 1e-10 is certifiable unless ‖Q‖∞ is huge (α = 1e4: ≈ 1e5, float64 floor ≈ 4e-9)
+    assert solution.converged if scale < 1e3 else solution.stop_reason == "float64 floor"
     assert (
         np.abs(tsv.soft_bellman_backup(solution.q, P, R, gamma, alpha) - solution.q).max()
         <= 1e-9 * scale
@@ -174,9 +225,35 @@ def test_stopping_rule_guarantees_tolerance(tol):
     P, R = random_mdp(2)
     q_star = plain_value_iteration(P.tolist(), R.tolist(), gamma, alpha)
     solution = tsv.soft_value_iteration(P, R, gamma, alpha, tol=tol)
-    assert solution.error_bound <= tol
+    assert solution.error_bound <= tol and solution.stop_reason == "tolerance"
     assert np.abs(solution.q - q_star).max() <= tol
-    assert not tsv.soft_value_iteration(P, R, gamma, alpha, tol=tol, max_iterations=3).converged
+    cut_short = tsv.soft_value_iteration(P, R, gamma, alpha, tol=tol, max_iterations=3)
+    assert not cut_short.converged and cut_short.stop_reason == "max iterations"
+
+
+@pytest.mark.parametrize(
+    ("solver", "scale", "gamma"),
+    [(tsv.soft_policy_iteration, 100.0, 0.9999), (tsv.soft_value_iteration, 1e4, 0.999)],
+)
+def test_converged_means_the_error_bound_holds_even_at_the_float64_floor(solver, scale, gamma):
+    """Issue 12, bug 8: with rewards × 100 and γ = 0.9999, ‖Q*‖∞ ≈ 1e6 and float64 cannot pin Q
+    down to tol = 1e-10; the solvers used to stop at the float64 floor and call that converged
+    (true error 1.5e-5 for value iteration). Value iteration runs at rewards × 1e4, γ = 0.999:
+    the same floor in 10x fewer backups. Against the exact Q* (rational arithmetic, α = 0):
+    `converged` must imply ‖Q − Q*‖∞ ≤ tol, the floor stop must be reported as such, and
+    error_bound must hold whatever the verdict."""
+    P, R = random_mdp(0)
+    q_star = exact_hard_q(P.tolist(), (scale * R).tolist(), gamma)
+    for tol in (1e-10, 1e-3):
+        solution = solver(P, scale * R, gamma, 0.0, tol=tol, max_iterations=10**6)
+        error = max(abs(Fraction(x) - y) for row, exact in zip(solution.q.tolist(), q_star, strict=True)
+                    for x, y in zip(row, exact, strict=True))  # fmt: skip
+        assert error <= solution.error_bound
+        assert solution.converged == (solution.error_bound <= tol)
+        if solution.converged:
+            assert error <= tol
+        # tol = 1e-10 is below what float64 can certify here (δ/(1 − γ) ≈ 1e-5); 1e-3 is not
+        assert solution.stop_reason == ("float64 floor" if tol == 1e-10 else "tolerance")
 
 
 # ---------------------------------------------------------------------------------- identities
@@ -329,7 +406,10 @@ def test_extreme_temperatures_and_reward_scales(alpha, scale):
     reference = scale * plain_value_iteration(P.tolist(), R.tolist(), 0.95, alpha / scale)
     by_values = tsv.soft_value_iteration(P, scale * R, 0.95, alpha)
     by_policies = tsv.soft_policy_iteration(P, scale * R, 0.95, alpha)
-    assert by_values.converged and by_policies.converged
+    # tol = 1e-10 is certifiable only for the small values; above, float64's floor stops them
+    certifiable = np.abs(reference).max() < 1e3
+    for solution in (by_values, by_policies):
+        assert solution.converged if certifiable else solution.stop_reason == "float64 floor"
     assert np.allclose(by_values.q, reference, rtol=1e-10, atol=0)
     assert np.allclose(by_policies.q, reference, rtol=1e-10, atol=0)
     assert np.allclose(by_values.pi, by_policies.pi, atol=1e-8)
@@ -491,9 +571,10 @@ def test_monte_carlo_soft_return_matches_v_start_on_frozen_lake():
 
 # -------------------------------------------------------------------------------- command line
 SUMMARY_KEYS = {
-    "algorithm", "env_id", "seed", "global_step", "gradient_updates", "policy_updates",
+    "algorithm", "env_id", "seed", "status", "global_step", "gradient_updates", "policy_updates",
     "train_time_s", "learn_sps", "episodic_return_last", "eval_return_mean", "eval_return_std",
-    "eval_episodes", "alpha", "iterations", "residual", "error_bound", "converged", "v_start",
+    "eval_episodes", "alpha", "iterations", "residual", "error_bound", "converged", "stop_reason",
+    "v_start", "reward_optimal_return", "alpha_note",
     "mc_soft_return_mean", "mc_soft_return_ci99", "mc_v_start_inside_ci99",
 }  # fmt: skip
 
@@ -508,7 +589,9 @@ def test_main_frozen_lake_with_sweep(tmp_path, monkeypatch, capsys):
         summary = json.load(f)
     assert summary.keys() >= SUMMARY_KEYS
     assert summary == json.loads(json.dumps(result))
+    assert summary["status"] == "finished"
     assert summary["converged"] and summary["error_bound"] <= 1e-10
+    assert summary["stop_reason"] == "tolerance"
     assert summary["mc_v_start_inside_ci99"]
     low, high = summary["mc_soft_return_ci99"]
     assert low <= summary["v_start"] <= high
@@ -523,6 +606,19 @@ def test_main_frozen_lake_with_sweep(tmp_path, monkeypatch, capsys):
     assert all(a["v_start"] <= b["v_start"] + 1e-12 for a, b in zip(sweep, sweep[1:], strict=False))
     assert sweep[0]["v_start"] == pytest.approx(v_hard[0], abs=1e-7)
     assert sweep[0]["greedy_reward_return"] == pytest.approx(v_hard[0], abs=1e-7)
+    # Issue 13, item 4: at α = 0.1 the greedy policy never reaches the goal (eval return 0), and
+    # the run says why and names the largest swept α below 0.1 whose greedy policy is
+    # reward-optimal again: the oracle finds it from plain soft VI and a plain greedy evaluation.
+    assert summary["eval_return_mean"] == 0.0
+    assert summary["reward_optimal_return"] == pytest.approx(v_hard[0], abs=1e-7)
+    keeper = None
+    for alpha in (0.03, 0.01, 0.001):  # the swept α below 0.1, largest first
+        _, q_alpha = plain_episodic_soft_values(table, 16, 4, 0.99, alpha, sweeps=1000)
+        greedy = plain_greedy_returns(table, q_alpha.tolist(), 16, 0.99, steps=1000)[0]
+        if greedy >= 0.99 * v_hard[0]:  # reward-optimal to 1 %
+            keeper = alpha
+            break
+    assert keeper == 0.01  # (α = 0.03 already loses the goal)
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         events = [json.loads(line) for line in f]
     assert events and all("global_step" in event for event in events)
@@ -531,6 +627,48 @@ def test_main_frozen_lake_with_sweep(tmp_path, monkeypatch, capsys):
     assert model["q"].shape == (16, 4) and np.allclose(model["pi"].sum(axis=1), 1.0)
     out = capsys.readouterr().out
     assert "H" in out and "G" in out and run_dir in out  # the grid and the final pointer
+    assert "note: at alpha=0.1 the entropy bonus outweighs the reward" in out
+    assert f"note: --alpha {keeper:g} keeps the reward-optimal greedy policy" in out
+    assert f"--alpha {keeper:g} keeps" in summary["alpha_note"]
+    assert f"finished: results in {run_dir}" in out
+
+
+def test_main_default_frozen_lake_reaches_the_goal(tmp_path, monkeypatch, capsys):
+    """Issue 13, item 4: the first command a user runs (`--env-id FrozenLake-v1`, default α)
+    shows the method working: its greedy policy is reward-optimal, reaches the goal, and its
+    evaluation matches the exact success rate within the 100-step limit (a plain oracle)."""
+    monkeypatch.chdir(tmp_path)
+    episodes = 500
+    summary = tsv.main(tsv.Args(env_id="FrozenLake-v1", eval_episodes=episodes))
+    table = gym.make("FrozenLake-v1").unwrapped.P
+    v_hard, _ = plain_episodic_soft_values(table, 16, 4, 0.99, 0.0, sweeps=2000)
+    _, q_soft = plain_episodic_soft_values(table, 16, 4, 0.99, tsv.Args.alpha, sweeps=1000)
+    assert summary["greedy_reward_return"] == pytest.approx(v_hard[0], abs=1e-7)
+    success = plain_greedy_returns(table, q_soft.tolist(), 16, 1.0, steps=100)[0]
+    half_width = 2.5758 * math.sqrt(success * (1 - success) / episodes)
+    assert summary["eval_return_mean"] > 0.5
+    assert abs(summary["eval_return_mean"] - success) <= half_width
+    assert summary["status"] == "finished" and summary["alpha_note"] is None
+    assert summary["mean_policy_entropy"] > 0.1  # and π* is still a soft policy
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_summary_says_interrupted_when_ctrl_c_stops_the_run(tmp_path, monkeypatch):
+    """Ctrl-C during the rollouts: the KeyboardInterrupt reaches the caller (main() installs no
+    handler), and summary.json is still written, with status "interrupted"."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted_rollout(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tsv, "rollout", interrupted_rollout)
+    with pytest.raises(KeyboardInterrupt):
+        tsv.main(tsv.Args(env_id="FrozenLake-v1", eval_episodes=5))
+    (run_dir,) = os.listdir("runs")
+    with open(os.path.join("runs", run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["status"] == "interrupted" and summary["converged"]
+    assert summary["eval_return_mean"] is None
 
 
 def test_main_cliff_walking_policy_iteration_greedy_return(tmp_path, monkeypatch):
@@ -547,6 +685,7 @@ def test_main_taxi_monte_carlo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary = tsv.main(tsv.Args(env_id="Taxi-v4", alpha=0.3, gamma=0.95, eval_episodes=200))
     assert summary["converged"] and summary["mc_v_start_inside_ci99"]
+    assert summary["status"] == "finished"
     assert summary["num_states"] == 500 and summary["num_actions"] == 6
 
 
