@@ -9,7 +9,7 @@ Maximum-entropy objective (eq. 1):  J(π) = Σ_t E[ r̂(s_t, a_t) + α H(π(·|s
 Three function approximators stand in for the soft policy iteration of Section 4: a soft state value
 V_ψ(s) with a Polyak-averaged target V̄, two soft Q-functions Q_θ1, Q_θ2 (no target Qs: the target
 V̄ plays that role), and a tanh-squashed Gaussian policy π_φ. For a replayed transition
-(s, a, r, s′, terminated) and one fresh reparameterised action ã ~ π_φ(·|s):
+(s, a, r, s′, terminated) and one fresh reparameterised action ã ~ π_φ(·|s), Algorithm 1 takes:
 
     J_V(ψ) = E_s[ ½ (V_ψ(s) − (min_i Q_θi(s, ã) − α log π_φ(ã|s)))² ]          (eq. 5)
     J_Q(θi) = E[ ½ (Q_θi(s, a) − Q̂(s, a))² ],  Q̂ = r̂ + γ (1 − terminated) V̄(s′)  (eq. 7, 8)
@@ -22,10 +22,12 @@ Qs in J_V and J_π is Section 4.2's guard against overestimation (after Fujimoto
 *termination* stops the bootstrap; an episode cut by a time limit (truncation) bootstraps from the
 true last observation, because the MDP itself goes on.
 
-Policy. u ~ N(μ_φ(s), σ_φ(s)), squashed a = scale·tanh(u) + bias into the env's box; the log-density
-of the env action includes the change of variables (Appendix C, eq. 21, plus the box's scale):
-    log π(a|s) = Σ_j [ log N(u_j; μ_j, σ_j) − log(1 − tanh² u_j) − log scale_j ],
-    log(1 − tanh² u) = 2 (log 2 − u − softplus(−2u))            (stable for large |u|).
+Policy. A Gaussian over pre-squash actions u = μ_φ(s) + σ_φ(s) ε, ε ~ N(0, I) (reparameterisation,
+eq. 11), squashed to a = tanh(u) ∈ [−1, 1]^d; the env receives scale·a + bias. The log-density of a
+includes the change of variables of tanh (Appendix C, eq. 21):
+    log π(a|s) = Σ_j [ −½ ε_j² − log σ_j − ½ log 2π − log(1 − tanh² u_j) ],
+    log(1 − tanh² u) = 2 (log 2 − u − softplus(−2u))            (stable for large |u|),
+with the ε that was drawn (recomputing (u − μ)/σ loses all precision as log σ → −20).
 
 Temperature. The paper's losses leave α out: it is subsumed into the reward, scaled by k (the one
 hyperparameter tuned per env, Appendix D, Table 2: k = 5 for Hopper, Walker2d, HalfCheetah and Ant,
@@ -46,11 +48,14 @@ Departures from the paper, and why:
   Algorithm 1 lists them one after another.
 - J_V and J_π share one sample ã per state (as in the authors' code): the V target is the soft value
   the policy loss maximises, at the cost of one actor and one critic pass instead of two.
+- J_π uses min_i Q_i(s, ã), where the authors' code (haarnoja/sac) uses Q_1 alone: we keep the
+  minimum, Section 4.2's guard, so the policy climbs the same pessimistic value that V learns.
 - `--learning-starts 5000` uniform-random actions before the first update (CleanRL's choice; the
   authors' code used 1000). Early diverse data keeps the critics from overfitting a few trajectories.
 - The Q-functions see actions in [−1, 1] (the tanh output) rather than env units, so networks see
-  the same input range on every env; the env receives the rescaled action and log π is the density
-  of that env action, as above.
+  the same input range on every env; log π, the entropy bonus and H̄ are measured on that same
+  [−1, 1] action, as the authors' code and SB3 do. The env's own units never enter the losses (in env
+  units Humanoid's ±0.4 box would shift log π by 15.6 nats, a −15.6·α penalty on every step).
 - log σ is clamped to [−20, 2] (the authors' code); their 1e-3 L2 penalty on μ and log σ is left out.
 - The two Q-functions are one batched module (stacked weights, `torch.baddbmm`): the same math as two
   separate MLPs, in fewer, larger matrix products.
@@ -71,7 +76,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import gymnasium as gym
 import numpy as np
@@ -85,23 +90,6 @@ ALGORITHM = "sac_v1"
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory's name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy, torch and the environments)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """use CUDA when it is available (falls back to CPU with a notice)"""
-    track: bool = False
-    """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
-    wandb_project_name: str = "softrl"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team); None means your default entity"""
-    capture_video: bool = False
-    """record videos of evaluation episodes to runs/<run>/videos (MuJoCo renders with MUJOCO_GL=egl)"""
-
     env_id: str = "Walker2d-v4"
     """the id of a gymnasium environment with a Box action space"""
     total_timesteps: int = 1_000_000
@@ -131,8 +119,26 @@ class Args:
     autotune: bool = False
     """extra (from SAC v2): learn α to keep the policy entropy near --target-entropy"""
     target_entropy: float | None = None
-    """entropy target H̄ for --autotune; None means −dim(A)"""
+    """entropy target H̄ for --autotune, in nats of the [−1, 1] action; None means −dim(A)"""
 
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory's name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch and the environments)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (falls back to CPU with a notice)"""
+    torch_threads: int = 0
+    """CPU threads of torch's operators (0 = torch's default: one per core)"""
+    track: bool = False
+    """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
+    wandb_project_name: str = "softrl"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team); None means your default entity"""
+    capture_video: bool = False
+    """record the first episode of every evaluation to runs/<run>/videos (MuJoCo uses MUJOCO_GL=egl)"""
     eval_frequency: int = 10_000
     """env steps between evaluations of the deterministic policy (0 = only at the end)"""
     eval_episodes: int = 10
@@ -144,19 +150,27 @@ class Args:
     checkpoint_frequency: int = 0
     """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C/SIGTERM also save)"""
     resume: str | None = None
-    """path of a checkpoint.pt to continue (its run keeps its settings; --total-timesteps may extend it)"""
+    """path of a checkpoint.pt to continue (its run keeps its settings; a typed --total-timesteps extends it)"""
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the loss computations of the update"""
+    """torch.compile the update's loss computations"""
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr with exit status 2."""
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite: reported with exit status 1, last good checkpoint kept."""
+def check_args(args: Args) -> None:
+    for name in ["policy_lr", "q_lr", "hidden_dim"]:
+        if not getattr(args, name) > 0:
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+            )
+    if not (math.isfinite(args.reward_scale) and args.reward_scale > 0):
+        raise UsageError(f"--reward-scale must be positive, got {args.reward_scale}")
+    if not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
+    if args.autotune and args.alpha == 0:
+        raise UsageError("--autotune learns log α, so it needs a positive starting --alpha")
+    if args.target_entropy is not None and not math.isfinite(args.target_entropy):
+        raise UsageError(f"--target-entropy must be finite, got {args.target_entropy}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,40 +181,29 @@ HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def squashed_gaussian_log_prob(
-    pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, action_scale: torch.Tensor
+    noise: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor
 ) -> torch.Tensor:
-    """log π(a|s) of a = scale·tanh(u) + bias with u ~ N(mean, exp(log_std)), summed over action dims.
+    """log π(a|s) of a = tanh(u), u = μ + σ·noise, summed over action dims (the docstring's formula).
 
     The tanh Jacobian uses log(1 − tanh² u) = 2(log 2 − u − softplus(−2u)), finite for any u, where
     the naive log(1 − tanh(u)²) is −inf once tanh(u) rounds to ±1 (|u| ≳ 9 in float32).
     """
-    normalized = (pre_tanh - mean) * torch.exp(-log_std)
-    gaussian = -0.5 * normalized.pow(2) - log_std - HALF_LOG_2PI
+    gaussian = -0.5 * noise.pow(2) - log_std - HALF_LOG_2PI
     log_det_tanh = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
-    return (gaussian - log_det_tanh - torch.log(action_scale)).sum(-1)
+    return (gaussian - log_det_tanh).sum(-1)
 
 
-def soft_value_target(
-    q_min: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float
-) -> torch.Tensor:
+def soft_value_target(q_min: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Tensor:
     """min_i Q_i(s, ã) − α log π(ã|s), ã ~ π(·|s): a one-sample estimate of the soft value (eq. 3, 5)."""
     return q_min - alpha * log_prob
 
 
-def soft_q_target(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    next_value: torch.Tensor,
-    gamma: float,
-    reward_scale: float,
-) -> torch.Tensor:
+def soft_q_target(reward, terminated, next_value, gamma: float, reward_scale: float):
     """Q̂ = k·r + γ(1 − terminated) V̄(s′): the soft Bellman backup through the target V (eq. 8)."""
     return reward_scale * reward + gamma * (1.0 - terminated) * next_value
 
 
-def temperature_loss(
-    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
-) -> torch.Tensor:
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float):
     """J(α) = E[−α (log π + H̄)]: its gradient raises α when the entropy −log π is below H̄."""
     return -(log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
 
@@ -212,17 +215,8 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Environments, networks, replay buffer
+# Environment check, networks, replay buffer
 # ----------------------------------------------------------------------------------------------
-def make_env(env_id: str, render_mode: str | None = None):
-    def thunk():
-        return (
-            gym.make(env_id) if render_mode is None else gym.make(env_id, render_mode=render_mode)
-        )
-
-    return thunk
-
-
 def check_env_spaces(env: gym.Env, env_id: str) -> None:
     """SAC needs a flat Box observation and a bounded Box action space."""
     obs_space, act_space = env.observation_space, env.action_space
@@ -240,46 +234,37 @@ def check_env_spaces(env: gym.Env, env_id: str) -> None:
         )
 
 
-def uniform_init_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
-    """U(−1/√fan_in, 1/√fan_in): the distribution nn.Linear uses by default."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return nn.init.uniform_(tensor, -bound, bound)
-
-
 class TwinSoftQNetwork(nn.Module):
     """Q_1 and Q_2 as one module: layer weights are stacked along a leading "critic" dimension.
 
     Q_i(s, a) = W3_i relu(W2_i relu(W1_i [s; a] + b1_i) + b2_i) + b3_i,  i = 1, 2, computed for both
-    critics with one batched matrix product per layer. Returns [2, batch].
+    critics with one batched matrix product per layer; initialised as nn.Linear is,
+    U(−1/√fan_in, 1/√fan_in). Returns [2, batch].
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, num_critics: int = 2):
         super().__init__()
-        in_dim = obs_dim + act_dim
-        shapes = [(in_dim, hidden_dim), (hidden_dim, hidden_dim), (hidden_dim, 1)]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in shapes:
-            weight = torch.empty(num_critics, fan_in, fan_out)
-            bias = torch.empty(num_critics, 1, fan_out)
-            self.weights.append(nn.Parameter(uniform_init_(weight, fan_in)))
-            self.biases.append(nn.Parameter(uniform_init_(bias, fan_in)))
+        sizes = [obs_dim + act_dim, hidden_dim, hidden_dim, 1]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(fan_in)
+            weight = torch.empty(num_critics, fan_in, fan_out).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(
+                nn.Parameter(torch.empty(num_critics, 1, fan_out).uniform_(-bound, bound))
+            )
         self.num_critics = num_critics
 
-    def forward(
-        self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False
-    ) -> torch.Tensor:
+    def forward(self, obs, action, detach_params: bool = False) -> torch.Tensor:
         """detach_params=True evaluates Q as a fixed function: the actor and value losses use it so
         that gradients flow into the action but never into the Q-functions' weights."""
         hidden = torch.cat([obs, action], dim=-1).expand(self.num_critics, -1, -1)
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if detach_params:
-                weight, bias = weight.detach(), bias.detach()
-            hidden = torch.baddbmm(bias, hidden, weight)
-            if layer < last:
-                hidden = torch.relu(hidden)
-        return hidden.squeeze(-1)
+        weights, biases = list(self.weights), list(self.biases)
+        if detach_params:
+            weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+            hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
+        return torch.baddbmm(biases[-1], hidden, weights[-1]).squeeze(-1)
 
 
 class SoftValueNetwork(nn.Module):
@@ -300,15 +285,12 @@ class SoftValueNetwork(nn.Module):
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy π_φ(a|s); actions in [−1, 1], see `to_env_action`."""
+    """Tanh-squashed Gaussian policy π_φ(a|s) over a ∈ [−1, 1]^d; `to_env_action` rescales."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, action_low, action_high):
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Linear(obs_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(),
+            nn.Linear(obs_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
         )
         self.mean_and_log_std = nn.Linear(hidden_dim, 2 * act_dim)
         low = torch.as_tensor(action_low, dtype=torch.float32)
@@ -322,15 +304,11 @@ class Actor(nn.Module):
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised a = tanh(μ + σ ε), ε ~ N(0, I) (eq. 11); returns (a in [−1, 1], log π(env action))."""
+        """Reparameterised a = tanh(μ + σ ε), ε ~ N(0, I) (eq. 11); returns (a, log π(a|s))."""
         mean, log_std = self(obs)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
-        log_prob = squashed_gaussian_log_prob(pre_tanh, mean, log_std, self.action_scale)
-        return torch.tanh(pre_tanh), log_prob
-
-    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """The evaluation policy: tanh(μ(s)), in [−1, 1]."""
-        return torch.tanh(self(obs)[0])
+        noise = torch.randn_like(mean)
+        pre_tanh = mean + log_std.exp() * noise
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
 
     def to_env_action(self, unit_action: torch.Tensor) -> np.ndarray:
         return (unit_action * self.action_scale + self.action_bias).detach().cpu().numpy()
@@ -347,8 +325,7 @@ class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
         self.rows = torch.zeros(capacity, 2 * obs_dim + act_dim + 2, device=device)
-        self.position = 0  # next row to write
-        self.size = 0
+        self.position, self.size = 0, 0  # next row to write, rows filled
 
     def add(self, obs, action, reward, terminated, next_obs) -> None:
         """Add one transition per env; every argument has a leading num_envs dimension."""
@@ -362,8 +339,7 @@ class ReplayBuffer:
         """Returns (obs, action, reward, terminated, next_obs) views of one gathered minibatch."""
         index = torch.randint(self.size, (batch_size,), device=self.rows.device)
         batch = self.rows.index_select(0, index)
-        o, a = self.obs_dim, self.act_dim
-        return batch.split([o, a, 1, 1, o], dim=1)
+        return batch.split([self.obs_dim, self.act_dim, 1, 1, self.obs_dim], dim=1)
 
     def state_dict(self) -> dict:
         return {"rows": self.rows[: self.size].cpu(), "position": self.position, "size": self.size}
@@ -374,26 +350,29 @@ class ReplayBuffer:
 
 
 # ----------------------------------------------------------------------------------------------
-# The losses of one update (each reaches only its own network's parameters)
+# The losses, and one update of every network in the order of the paper's Algorithm 1
 # ----------------------------------------------------------------------------------------------
 def sac_v1_losses(
-    actor: Actor,
-    qf: TwinSoftQNetwork,
-    vf: SoftValueNetwork,
-    vf_target: SoftValueNetwork,
-    log_alpha: torch.Tensor,
-    batch,
-    gamma: float,
-    reward_scale: float,
+    actor, qf, vf, vf_target, log_alpha, batch, gamma: float, reward_scale: float,
     target_entropy: float,
-) -> dict[str, torch.Tensor]:
-    """J_Q, J_V, J_π and J(α) on one minibatch, plus their targets and diagnostics.
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """J_V, J_Q, J_π and J(α) on one minibatch, all at the same parameters, plus their targets.
 
-    J_Q reaches only θ, J_V only ψ, J_π only φ and J(α) only log α, so a single backward of their
-    sum gives every optimizer exactly its own loss's gradient.
+    J_V reaches only ψ, J_Q only θ, J_π only φ and J(α) only log α, so one backward of their sum
+    gives every optimizer exactly its own loss's gradient.
     """
     obs, action, reward, terminated, next_obs = batch
     alpha = log_alpha.detach().exp()
+
+    # One fresh, reparameterised ã ~ π(·|s) for J_V and J_π. Q is evaluated as a fixed function
+    # (detach_params), so the gradient reaches φ through ã but never θ.
+    new_action, log_prob = actor.sample(obs)
+    new_q_min = qf(obs, new_action, detach_params=True).min(dim=0).values
+
+    # J_V (eq. 5): V_ψ(s) regresses on min_i Q_i(s, ã) − α log π(ã|s), a constant target.
+    value_target = soft_value_target(new_q_min, log_prob, alpha).detach()
+    values = vf(obs)
+    vf_loss = 0.5 * (values - value_target).pow(2).mean()
 
     # J_Q (eq. 7, 8): both Q_i regress on k·r + γ(1 − terminated) V̄(s′), a constant target.
     with torch.no_grad():
@@ -404,250 +383,72 @@ def sac_v1_losses(
     q_values = qf(obs, action)
     qf_loss = 0.5 * (q_values - q_target).pow(2).mean(dim=1).sum()
 
-    # One fresh, reparameterised ã ~ π(·|s) for J_V and J_π. Q is evaluated as a fixed function
-    # (detach_params), so the gradient reaches φ through ã but never θ.
-    new_action, log_prob = actor.sample(obs)
-    new_q_min = qf(obs, new_action, detach_params=True).min(dim=0).values
-
-    # J_V (eq. 5): V_ψ(s) regresses on min_i Q_i(s, ã) − α log π(ã|s); detached, so no gradient
-    # reaches Q or π from here.
-    value_target = soft_value_target(new_q_min, log_prob, alpha).detach()
-    values = vf(obs)
-    vf_loss = 0.5 * (values - value_target).pow(2).mean()
-
     # J_π (eq. 12): the reparameterised KL to exp(Q/α)/Z, up to a constant and the factor α.
     actor_loss = (alpha * log_prob - new_q_min).mean()
     alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
     return {
-        "qf_loss": qf_loss,
-        "vf_loss": vf_loss,
-        "actor_loss": actor_loss,
-        "alpha_loss": alpha_loss,
-        "q_values": q_values.detach(),
-        "q_target": q_target,
-        "values": values.detach(),
-        "value_target": value_target,
-        "log_prob": log_prob.detach(),
+        "vf_loss": vf_loss, "qf_loss": qf_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss,
+        "value_target": value_target, "values": values.detach(), "q_target": q_target,
+        "q_values": q_values.detach(), "log_prob": log_prob.detach(),
+    }  # fmt: skip
+
+
+def update(
+    batch, actor, qf, vf, vf_target, log_alpha,
+    v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer,
+    gamma: float, tau: float, reward_scale: float, target_entropy: float,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One gradient step of V, the Qs, π and (if alpha_optimizer; None keeps α fixed) α, taken
+    together from one backward, then the target V̄. Returns detached tensors, so the update never
+    waits for the device."""
+    losses = sac_v1_losses(
+        actor, qf, vf, vf_target, log_alpha, batch, gamma, reward_scale, target_entropy
+    )
+    # The losses are disjoint in their parameters, so one backward of their sum gives each
+    # optimizer exactly its own loss's gradient, all taken at the same parameters (see departures).
+    total_loss = losses["vf_loss"] + losses["qf_loss"] + losses["actor_loss"]
+    optimizers = [v_optimizer, q_optimizer, actor_optimizer]
+    if alpha_optimizer is not None:
+        total_loss = total_loss + losses["alpha_loss"]
+        optimizers.append(alpha_optimizer)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    total_loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+
+    polyak_update(vf_target, vf, tau)  # Algorithm 1: after the gradient steps
+    return {
+        "losses/vf_loss": losses["vf_loss"].detach(),
+        "losses/soft_value": losses["values"].mean(),
+        "losses/qf_loss": losses["qf_loss"].detach(),
+        "losses/qf1_values": losses["q_values"][0].mean(),
+        "losses/qf2_values": losses["q_values"][1].mean(),
+        "losses/actor_loss": losses["actor_loss"].detach(),
+        "losses/alpha_loss": losses["alpha_loss"].detach(),
+        "losses/alpha": log_alpha.detach().exp(),
+        "charts/policy_entropy": -losses["log_prob"].mean(),
     }
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpointable environment state (so that --resume continues the exact trajectory)
+# Evaluation policy and the training loop
 # ----------------------------------------------------------------------------------------------
-def find_wrapper(env: gym.Env, wrapper_type: type):
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, wrapper_type):
-            return env
-        env = env.env
-    return None
+def deterministic_policy(actor: Actor):
+    """The evaluation policy: observations → env actions scale·tanh(μ(s)) + bias."""
+    return lambda obs: actor.to_env_action(torch.tanh(actor(obs)[0]))
 
 
-def get_env_state(env: gym.Env) -> dict | None:
-    """Everything `step()` depends on, for MuJoCo and classic-control envs; None for other envs."""
-    base = env.unwrapped
-    state = {"np_random": base.np_random.bit_generator.state}
-    if hasattr(base, "model") and hasattr(base, "data"):  # MuJoCo: its full integration state
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        physics = np.empty(mujoco.mj_stateSize(base.model, spec))
-        mujoco.mj_getState(base.model, base.data, physics, spec)
-        state["mujoco"] = torch.from_numpy(physics)
-    elif isinstance(getattr(base, "state", None), np.ndarray | tuple | list):  # classic control
-        state["state"] = torch.as_tensor(np.asarray(base.state, dtype=np.float64))
-    else:
-        return None
-    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
-    state["elapsed_steps"] = time_limit._elapsed_steps if time_limit else 0
-    return state
+def load_policy(saved: dict, env: gym.Env, device: torch.device):
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low, env.action_space.high
+    actor = Actor(obs_dim, act_dim, saved["args"]["hidden_dim"], low, high)
+    actor.load_state_dict(saved["actor"])
+    return deterministic_policy(actor.to(device))
 
 
-def set_env_state(env: gym.Env, state: dict) -> None:
-    base = env.unwrapped
-    base.np_random.bit_generator.state = state["np_random"]
-    if "mujoco" in state:
-        import mujoco
-
-        physics = state["mujoco"].numpy()
-        mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(base.model, base.data)
-    else:
-        base.state = state["state"].numpy().copy()
-    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
-    if time_limit:
-        time_limit._elapsed_steps = state["elapsed_steps"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation, run bookkeeping, argument checks
-# ----------------------------------------------------------------------------------------------
-@torch.inference_mode()
-def evaluate(
-    actor: Actor, env: gym.Env, episodes: int, seed: int, device: torch.device
-) -> list[float]:
-    """Undiscounted returns of the deterministic policy tanh(μ(s)); episode k reset with seed + k."""
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, episode_return = False, 0.0
-        while not done:
-            obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
-            action = actor.to_env_action(actor.deterministic(obs_tensor))[0]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            episode_return += float(reward)
-            done = terminated or truncated
-        returns.append(episode_return)
-    return returns
-
-
-def validate_args(args: Args) -> None:
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
-    positive += ["hidden_dim", "log_frequency", "policy_lr", "q_lr"]
-    for name in positive:
-        if not getattr(args, name) > 0:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
-            )
-    for name in ["learning_starts", "eval_frequency", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.batch_size > args.buffer_size:
-        raise UsageError(
-            f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}; "
-            "make the buffer at least one batch large"
-        )
-    if not 0.0 <= args.gamma < 1.0:
-        raise UsageError(f"--gamma must be in [0, 1), got {args.gamma}")
-    if not 0.0 < args.tau <= 1.0:
-        raise UsageError(f"--tau must be in (0, 1], got {args.tau}")
-    if not (math.isfinite(args.reward_scale) and args.reward_scale > 0):
-        raise UsageError(f"--reward-scale must be positive, got {args.reward_scale}")
-    if not (math.isfinite(args.alpha) and args.alpha >= 0):
-        raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
-    if args.autotune and args.alpha == 0:
-        raise UsageError("--autotune learns log α, so it needs a positive starting --alpha")
-
-
-def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """gym.make with the failure modes a user can cause turned into one-line UsageErrors."""
-    try:
-        env = make_env(env_id, render_mode)()
-    except gym.error.DependencyNotInstalled as err:
-        raise UsageError(f"{env_id} needs a missing dependency: {err}") from None
-    except gym.error.Error as err:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
-        raise UsageError(f"unknown environment '{env_id}' ({err})") from None
-    check_env_spaces(env, env_id)
-    return env
-
-
-def load_checkpoint_file(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise UsageError(f"{what} file '{path}' does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
-        raise UsageError(f"{what} file '{path}' cannot be read ({type(err).__name__})") from None
-    if not isinstance(data, dict) or data.get("algorithm") != ALGORITHM or "actor" not in data:
-        raise UsageError(f"'{path}' is not a {ALGORITHM} model.pt or checkpoint.pt")
-    return data
-
-
-class RunLog:
-    """metrics.jsonl, summary.json, stdout and (with --track) wandb for one run directory."""
-
-    def __init__(self, run_dir: str, args: Args, resuming: bool):
-        self.run_dir = run_dir
-        os.makedirs(run_dir, exist_ok=True)
-        mode = "a" if resuming else "w"  # a resumed run continues its metrics file
-        self.metrics = open(os.path.join(run_dir, "metrics.jsonl"), mode)  # noqa: SIM115 (closed in close())
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            self.wandb = wandb.init(
-                project=args.wandb_project_name,
-                entity=args.wandb_entity,
-                config=asdict(args),
-                name=os.path.basename(run_dir),
-                dir=run_dir,
-                resume="allow" if resuming else None,
-                id=os.path.basename(run_dir)[-64:],
-            )
-
-    def log(self, global_step: int, values: dict) -> None:
-        self.metrics.write(json.dumps({"global_step": global_step, **values}) + "\n")
-        self.metrics.flush()
-        if self.wandb is not None:
-            self.wandb.log(values, step=global_step)
-
-    def write_summary(self, summary: dict) -> None:
-        path = os.path.join(self.run_dir, "summary.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(path + ".tmp", path)
-
-    def close(self) -> None:
-        self.metrics.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    return f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{int(time.time())}"
-
-
-def save_atomically(payload: dict, path: str) -> None:
-    torch.save(payload, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def pick_device(args: Args) -> torch.device:
-    if args.cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if args.cuda:
-        print("notice: CUDA is not available, running on CPU", flush=True)
-    return torch.device("cpu")
-
-
-# Settings a resumed run takes from the command line; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ["total_timesteps", "checkpoint_frequency", "eval_frequency", "track", "cuda"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
-def main(args: Args) -> dict:
-    validate_args(args)
-    checkpoint = None
-    if args.eval_checkpoint:
-        return evaluate_checkpoint(args)
-    if args.resume:
-        checkpoint = load_checkpoint_file(args.resume, "--resume")
-        if "buffer" not in checkpoint:
-            raise UsageError(f"'{args.resume}' is a model.pt; --resume needs a checkpoint.pt")
-        defaults = Args()
-        saved = {**checkpoint["args"], "resume": args.resume}
-        for name in RESUME_OVERRIDES:
-            if getattr(args, name) != getattr(defaults, name):
-                saved[name] = getattr(args, name)
-        args = Args(**saved)
-        validate_args(args)
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = pick_device(args)
-
-    # Envs are built (and so the env id checked) before anything is written.
-    if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
-    eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id) for _ in range(args.num_envs)],
-        # SAME_STEP: an ending env resets inside step(); the true last obs is in infos["final_obs"]
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+def train(args: Args, run: Run) -> None:
+    envs, device = run.envs, run.device
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     low, high = envs.single_action_space.low, envs.single_action_space.high
@@ -659,349 +460,548 @@ def main(args: Args) -> dict:
     vf_target.load_state_dict(vf.state_dict())
     vf_target.requires_grad_(False)  # the target moves only by Polyak averaging
     # fused Adam: one kernel for all parameters instead of a loop of small ops
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
     v_optimizer = torch.optim.Adam(vf.parameters(), lr=args.q_lr, fused=True)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, fused=True)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # α = 0 gives log α = −inf, i.e. exactly α = 0 (no entropy term at all)
     initial_log_alpha = math.log(args.alpha) if args.alpha > 0 else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr) if args.autotune else None
-    optimizers = [q_optimizer, v_optimizer, actor_optimizer]
-    optimizers += [alpha_optimizer] if alpha_optimizer is not None else []
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    train_step = torch.compile(update) if args.compile else update
 
-    compute_losses = torch.compile(sac_v1_losses) if args.compile else sac_v1_losses
-
-    # Loop state: everything a checkpoint must carry to continue the same trajectory.
-    global_step, gradient_updates = 0, 0
-    episode_returns = np.zeros(args.num_envs)
-    episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns: deque[float] = deque(maxlen=10)
-    obs, _ = envs.reset(seed=args.seed)
-    run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
-    if checkpoint is not None:  # a resumed run continues in its own directory
-        run_dir = os.path.dirname(args.resume) or "."
-        actor.load_state_dict(checkpoint["actor"])
-        qf.load_state_dict(checkpoint["qf"])
-        vf.load_state_dict(checkpoint["vf"])
-        vf_target.load_state_dict(checkpoint["vf_target"])
-        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
-        v_optimizer.load_state_dict(checkpoint["v_optimizer"])
-        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
-        with torch.no_grad():
-            log_alpha.copy_(checkpoint["log_alpha"])
-        if alpha_optimizer is not None:
-            alpha_optimizer.load_state_dict(checkpoint["alpha_optimizer"])
-        buffer.load_state_dict(checkpoint["buffer"])
-        loop = checkpoint["loop"]
-        global_step, gradient_updates = loop["global_step"], loop["gradient_updates"]
-        episode_returns = np.array(loop["episode_returns"], dtype=np.float64)
-        episode_lengths = np.array(loop["episode_lengths"], dtype=np.int64)
-        recent_returns.extend(loop["recent_returns"])
-        obs = checkpoint["obs"].numpy()
-        if loop["env_states"] is None:
-            print("notice: this env's state cannot be restored; resuming from fresh episodes")
-            obs, _ = envs.reset(seed=args.seed + global_step)
-            episode_returns[:], episode_lengths[:] = 0.0, 0
+    model = {"actor": actor, "qf": qf, "vf": vf, "vf_target": vf_target}
+    training = {"v_optimizer": v_optimizer, "q_optimizer": q_optimizer}
+    training |= {"actor_optimizer": actor_optimizer, "buffer": buffer}
+    if args.autotune:  # a fixed α comes from the flags (and may be 0, i.e. log α = −inf)
+        model["log_alpha"], training["alpha_optimizer"] = log_alpha, alpha_optimizer
+    obs = run.start(
+        model=model,
+        training=training,
+        policy=deterministic_policy(actor),
+        report=lambda: {
+            "alpha": log_alpha.exp().item(),
+            "reward_scale": args.reward_scale,
+            # α/k: the temperature relative to the unscaled reward, the one number that matters
+            "alpha_per_reward_scale": log_alpha.exp().item() / args.reward_scale,
+            "target_entropy": target_entropy if args.autotune else None,
+        },
+    )
+    while run.running():
+        # act: uniform-random actions during warm-up, then samples of the stochastic policy
+        if run.global_step < args.learning_starts:
+            unit_action = torch.rand(args.num_envs, act_dim, device=device) * 2.0 - 1.0
         else:
-            for env, state in zip(envs.envs, loop["env_states"], strict=True):
-                set_env_state(env, state)
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-    run_log = RunLog(run_dir, args, resuming=checkpoint is not None)
-    if args.capture_video:
-        eval_env = gym.wrappers.RecordVideo(
-            eval_env,
-            os.path.join(run_dir, "videos"),
-            # film the first episode of every evaluation
-            episode_trigger=lambda episode: episode % args.eval_episodes == 0,
-            name_prefix="eval",
-            disable_logger=True,
+            with torch.inference_mode():
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                unit_action = actor.sample(obs_tensor)[0]
+        next_obs, reward, terminated, truncated, infos = envs.step(actor.to_env_action(unit_action))
+
+        # store: an episode that ended stores its true last obs (final_obs), not the reset obs
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(terminated | truncated):
+            real_next_obs[i] = infos["final_obs"][i]
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
+        buffer.add(
+            as_tensor(obs),
+            unit_action,
+            as_tensor(reward),
+            as_tensor(terminated),
+            as_tensor(real_next_obs),
+        )
+        obs = next_obs
+        run.record_step(reward, terminated, truncated)
+
+        # learn: one gradient step per env step
+        if run.global_step > args.learning_starts:
+            for _ in range(args.num_envs):
+                losses = train_step(
+                    buffer.sample(args.batch_size), actor, qf, vf, vf_target, log_alpha,
+                    v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer,
+                    args.gamma, args.tau, args.reward_scale, target_entropy,
+                )  # fmt: skip
+                run.gradient_updates += 1
+                run.policy_updates += 1
+            run.log_losses(losses)
+        run.end_iteration(obs)
+
+
+# ==== run harness: the same text, byte for byte, in sac_v2, sac_v1, sql_discrete and sql_continuous
+"""Everything a run needs besides its algorithm: run directory, metrics.jsonl / summary.json /
+wandb, evaluation, atomic checkpoints and exact resume, Ctrl-C/SIGTERM, the shared flags' checks,
+the device, --eval-checkpoint, and the command line's exit statuses (2 bad input, 1 diverged).
+
+The algorithm above hands it:
+  ALGORITHM                        the script's name, stamped into every summary and saved file
+  Args                             the flags (the shared ones mean the same in every script)
+  check_args(args)                 raises UsageError for the algorithm's own bad flags
+  check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
+  load_policy(saved, env, device)  the evaluation policy of a saved model.pt / checkpoint.pt
+  train(args, run)                 the training loop, which drives the Run:
+      obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
+          buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
+          observations -> env actions; an optional `policy.diagnostics(run)` -> {name: value}
+          adds eval/<name> to each eval row and <name> to the summary, and may write into
+          run.dir) and
+          report() -> {"alpha": ..., ...} for progress lines and the summary; restores all of it
+          on --resume and returns the envs' current observations
+      run.record_step(rewards, terminated, truncated)    count env steps, log finished episodes
+      run.log_losses(losses)       every --log-frequency env steps: one host sync, NaN check
+      run.end_iteration(obs)       evaluate, checkpoint and print as the step count crosses them
+      run.running(), run.device, run.envs, run.global_step, run.gradient_updates, run.policy_updates
+"""
+
+STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM handler
+# Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
+RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
+RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit status 2, nothing written."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or weight: the run stops, the last good checkpoint stays, exit status 1."""
+
+
+def check_shared_args(args: Args) -> None:
+    """The shared flags' checks, then the algorithm's own (check_args)."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
+    at_least_0 = ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]
+    rules = [(name, "positive", getattr(args, name) > 0) for name in [*positive, "log_frequency"]]
+    rules += [(name, ">= 0", getattr(args, name) >= 0) for name in at_least_0]
+    rules += [("gamma", "in [0, 1)", 0 <= args.gamma < 1), ("tau", "in (0, 1]", 0 < args.tau <= 1)]
+    for name, requirement, holds in rules:
+        if not holds:
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be {requirement}, got {getattr(args, name)}"
+            )
+    if args.batch_size > args.buffer_size:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}")
+    check_args(args)
+
+
+def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """gym.make, with the failures a user can cause turned into one-line UsageErrors."""
+    try:
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+    except gym.error.DependencyNotInstalled as err:
+        raise UsageError(f"{env_id} needs a missing dependency: {err}") from None
+    except gym.error.Error as err:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
+        raise UsageError(f"unknown environment '{env_id}' ({err})") from None
+    check_env_spaces(env, env_id)
+    return env
+
+
+def get_env_state(env: gym.Env) -> dict | None:
+    """Everything step() depends on, for MuJoCo and envs with an array `state`; else None."""
+    base, state = env.unwrapped, {"np_random": env.unwrapped.np_random.bit_generator.state}
+    if hasattr(base, "model") and hasattr(base, "data"):  # MuJoCo: its full integration state
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state["mujoco"] = torch.zeros(mujoco.mj_stateSize(base.model, spec), dtype=torch.float64)
+        mujoco.mj_getState(base.model, base.data, state["mujoco"].numpy(), spec)
+    elif isinstance(getattr(base, "state", None), np.ndarray | tuple | list):  # classic control
+        state["state"] = torch.as_tensor(np.asarray(base.state, dtype=np.float64))
+    else:
+        return None
+    state["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict) -> None:
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    if "mujoco" in state:
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), spec)
+        mujoco.mj_forward(base.model, base.data)
+    else:
+        base.state = state["state"].numpy().copy()
+    env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+
+
+def load_saved(path: str, flag: str) -> dict:
+    """A model.pt / checkpoint.pt of this algorithm, loaded with weights_only=True and checked."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} file '{path}' does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
+        raise UsageError(f"{flag} file '{path}' cannot be read ({type(err).__name__})") from None
+    if not isinstance(saved, dict) or saved.get("algorithm") != ALGORITHM:
+        raise UsageError(f"'{path}' is not a {ALGORITHM} model.pt or checkpoint.pt")
+    if flag == "--resume" and "loop" not in saved:
+        raise UsageError(f"'{path}' is a model.pt; --resume needs a checkpoint.pt")
+    return saved
+
+
+def save_atomically(payload: dict, path: str) -> None:
+    """Write to a temporary file, then rename: a crash mid-write leaves the previous file intact."""
+    if path.endswith(".json"):
+        with open(path + ".tmp", "w") as f:
+            json.dump(payload, f, indent=2)
+    else:
+        torch.save(payload, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+@torch.inference_mode()
+def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
+    """Undiscounted returns of `policy`; episode k resets the env and torch's RNG with seed + k,
+    inside fork_rng, so evaluating never changes the training run's random stream."""
+    returns = []
+    for episode in range(episodes):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + episode)
+            obs, _ = env.reset(seed=seed + episode)
+            done, episode_return = False, 0.0
+            while not done:
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
+                obs, reward, terminated, truncated, _ = env.step(policy(obs_tensor)[0])
+                episode_return, done = episode_return + float(reward), terminated or truncated
+        returns.append(episode_return)
+    return returns
+
+
+class Run:
+    """One run's directory, envs, counters and logs; see the interface above."""
+
+    def __init__(self, args: Args, saved: dict | None = None, run_dir: str | None = None):
+        self.args, self.saved = args, saved
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        if args.cuda and self.device.type == "cpu":
+            print("notice: CUDA is not available, running on CPU", flush=True)
+        if args.capture_video:  # render off-screen: MuJoCo through EGL, pygame with no display
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # (and no SDL warning on stderr)
+        # Envs are built, and so the env id checked, before anything is written.
+        self.eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
+        self.envs = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(args.env_id)] * args.num_envs,
+            # SAME_STEP: an ending env resets inside step(); its true last obs is infos["final_obs"]
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = run_dir or os.path.join("runs", name)
+        for copy in range(2, 1000):  # two runs started in the same second get their own directory
+            try:
+                os.makedirs(self.dir, exist_ok=bool(run_dir))
+                break
+            except FileExistsError:
+                self.dir = os.path.join("runs", f"{name}-{copy}")
+        if args.capture_video:  # film the first episode of every evaluation
+            self.eval_env = gym.wrappers.RecordVideo(
+                self.eval_env,
+                os.path.join(self.dir, "videos"),
+                episode_trigger=lambda episode: episode % args.eval_episodes == 0,
+                name_prefix="eval",
+                disable_logger=True,
+            )
+        metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
+        if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
+            with open(metrics_path) as f:
+                rows = [
+                    row
+                    for row in f
+                    if json.loads(row)["global_step"] <= saved["loop"]["global_step"]
+                ]
+        self.metrics = open(metrics_path, "w")  # noqa: SIM115 (closed in finish)
+        self.metrics.writelines(rows)
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            run_id = os.path.basename(self.dir)[-64:]
+            self.wandb = wandb.init(
+                project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                name=os.path.basename(self.dir), dir=self.dir, id=run_id, resume="allow",
+            )  # fmt: skip
+        self.global_step = self.gradient_updates = self.policy_updates = 0
+        self.episode_returns = np.zeros(args.num_envs)
+        self.episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
+        self.recent_returns: deque[float] = deque(maxlen=10)
+        self.start_time = self.last_print = time.time()
+        self.learn_start, self.eval_seconds, self.last_eval, self.report = None, 0.0, None, dict
+
+    def start(self, model: dict, training: dict, policy, report) -> np.ndarray:
+        self.model, self.training, self.policy, self.report = model, training, policy, report
+        self.obs = self.envs.reset(seed=self.args.seed)[0]  # a resumed env, too, must be reset
+        if self.saved is None:
+            return self.obs
+        for name, item in {**model, **training}.items():
+            if isinstance(item, torch.Tensor):
+                with torch.no_grad():
+                    item.copy_(self.saved[name])
+            else:
+                item.load_state_dict(self.saved[name])
+        loop = self.saved["loop"]
+        self.global_step, self.gradient_updates = loop["global_step"], loop["gradient_updates"]
+        self.policy_updates, self.last_eval = loop["policy_updates"], loop["last_eval"]
+        self.episode_returns[:], self.episode_lengths[:] = loop["returns"], loop["lengths"]
+        self.recent_returns.extend(loop["recent_returns"])
+        torch.set_rng_state(self.saved["rng"]["torch"])
+        if self.device.type == "cuda" and self.saved["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(self.saved["rng"]["cuda"])
+        if loop["env_states"] is None:  # e.g. Box2D, whose state cannot be saved
+            print("notice: this env's state cannot be restored; resuming with fresh episodes")
+            self.episode_returns[:], self.episode_lengths[:] = 0.0, 0
+            self.obs = self.envs.reset(seed=self.args.seed + self.global_step)[0]
+            return self.obs
+        for env, state in zip(self.envs.envs, loop["env_states"], strict=True):
+            set_env_state(env, state)
+        self.obs = loop["obs"].numpy()
+        return self.obs
+
+    def running(self) -> bool:
+        return self.global_step < self.args.total_timesteps and not STOP_REQUESTED.is_set()
+
+    def crossed(self, every: int) -> bool:
+        """Did this iteration's env steps cross a multiple of `every` (0 = never)? Tied to
+        global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
+        return (
+            every > 0
+            and self.global_step // every > (self.global_step - self.args.num_envs) // every
         )
 
-    def make_checkpoint() -> dict:
-        networks = [actor, qf, vf, vf_target]
-        if not all(torch.isfinite(p).all() for net in networks for p in net.parameters()):
-            raise TrainingDiverged(f"non-finite network weights at step {global_step}")
-        env_states = [get_env_state(env) for env in envs.envs]
-        return {
-            "algorithm": ALGORITHM,
-            "args": asdict(args),
-            "actor": actor.state_dict(),
-            "qf": qf.state_dict(),
-            "vf": vf.state_dict(),
-            "vf_target": vf_target.state_dict(),
-            "q_optimizer": q_optimizer.state_dict(),
-            "v_optimizer": v_optimizer.state_dict(),
-            "actor_optimizer": actor_optimizer.state_dict(),
-            "alpha_optimizer": alpha_optimizer.state_dict() if alpha_optimizer else None,
-            "log_alpha": log_alpha.detach().cpu(),
-            "buffer": buffer.state_dict(),
-            "obs": torch.as_tensor(obs),
-            "torch_rng_state": torch.get_rng_state(),
-            "loop": {
-                "global_step": global_step,
-                "gradient_updates": gradient_updates,
-                "episode_returns": episode_returns.tolist(),
-                "episode_lengths": episode_lengths.tolist(),
-                "recent_returns": list(recent_returns),
-                "env_states": None if None in env_states else env_states,
-            },
+    def log(self, values: dict) -> None:
+        self.metrics.write(json.dumps({"global_step": self.global_step, **values}) + "\n")
+        self.metrics.flush()
+        if self.wandb is not None:
+            self.wandb.log(values, step=self.global_step)
+
+    def record_step(self, rewards, terminated, truncated) -> None:
+        self.global_step += self.args.num_envs
+        self.episode_returns += rewards
+        self.episode_lengths += 1
+        for i in np.flatnonzero(terminated | truncated):
+            self.recent_returns.append(float(self.episode_returns[i]))
+            self.log({"charts/episodic_return": float(self.episode_returns[i]),
+                      "charts/episodic_length": int(self.episode_lengths[i])})  # fmt: skip
+            self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
+        if self.learn_start is None and self.global_step > self.args.learning_starts:
+            self.learn_start = (self.global_step, time.time())  # learn_sps counts from here
+
+    def learn_sps(self) -> float | None:
+        """Env steps per second since the first gradient update, evaluation time left out."""
+        if self.learn_start is None or self.global_step <= self.learn_start[0]:
+            return None
+        seconds = time.time() - self.learn_start[1] - self.eval_seconds
+        return (self.global_step - self.learn_start[0]) / seconds
+
+    def log_losses(self, losses: dict) -> None:
+        if not self.crossed(self.args.log_frequency):
+            return
+        values = {key: float(value) for key, value in losses.items()}
+        if bad := [key for key, value in values.items() if not math.isfinite(value)]:
+            raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
+        self.log({**values, "charts/SPS": self.learn_sps()})
+
+    def evaluate(self) -> None:
+        start = time.time()
+        args = self.args
+        returns = evaluate(
+            self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
+        )
+        row = {
+            "eval/episodic_return": np.mean(returns),
+            "eval/episodic_return_std": np.std(returns),
         }
+        row = {key: float(value) for key, value in row.items()}
+        diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
+        row.update({f"eval/{name}": value for name, value in diagnostics.items()})
+        self.log(row)
+        self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
+        print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} "
+              f"± {row['eval/episodic_return_std']:.1f} over {len(returns)} episodes", flush=True)  # fmt: skip
+        self.eval_seconds += time.time() - start if self.learn_start else 0.0
 
-    # Ctrl-C or SIGTERM (a cluster's preemption): finish the current step, then save a checkpoint
-    # and the summary and stop. A second Ctrl-C stops at once.
-    interrupted = False
-    stop_signals = [signal.SIGINT, signal.SIGTERM]
-    previous_handlers = {sig: signal.getsignal(sig) for sig in stop_signals}
-    handle_signals = threading.current_thread() is threading.main_thread()  # only it gets them
+    def saved_model(self) -> dict:
+        """model.pt's content: the `model` entries, args and report; raises on non-finite weights."""
+        model = {name: item.state_dict() if isinstance(item, nn.Module) else item.detach().cpu()
+                 for name, item in self.model.items()}  # fmt: skip
+        tensors = [
+            t
+            for item in model.values()
+            for t in (item.values() if isinstance(item, dict) else [item])
+        ]
+        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+            raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
+        saved = {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report()}
+        return {**saved, "global_step": self.global_step, **model}
 
-    def on_stop_signal(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def save_checkpoint(self, obs: np.ndarray) -> None:
+        checkpoint = self.saved_model()
+        checkpoint.update({name: item.state_dict() for name, item in self.training.items()})
+        env_states = [get_env_state(env) for env in self.envs.envs]
+        checkpoint["loop"] = {
+            "global_step": self.global_step, "gradient_updates": self.gradient_updates,
+            "policy_updates": self.policy_updates, "last_eval": self.last_eval,
+            "returns": self.episode_returns.tolist(), "lengths": self.episode_lengths.tolist(),
+            "recent_returns": list(self.recent_returns), "obs": torch.as_tensor(obs),
+            "env_states": None if None in env_states else env_states,
+        }  # fmt: skip
+        cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        save_atomically(checkpoint, os.path.join(self.dir, "checkpoint.pt"))
 
-    if handle_signals:
-        for sig in stop_signals:
-            signal.signal(sig, on_stop_signal)
-
-    def alpha_per_reward_scale() -> float:
-        """α/k: the temperature relative to the unscaled reward, the one number that matters."""
-        return log_alpha.exp().item() / args.reward_scale
-
-    def log_losses(losses: dict) -> None:
-        values = {key: value.item() for key, value in losses.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
-            raise TrainingDiverged(f"non-finite loss ({bad}) at step {global_step}")
-        values["losses/alpha"] = log_alpha.exp().item()
-        values["charts/SPS"] = (global_step - learn_start_step) / (time.time() - learn_start_time)
-        run_log.log(global_step, values)
-
-    def evaluation_row() -> dict:
-        returns = evaluate(actor, eval_env, args.eval_episodes, args.seed + 100_000, device)
-        row = {"eval/episodic_return": float(np.mean(returns))}
-        row["eval/episodic_return_std"] = float(np.std(returns))
-        run_log.log(global_step, row)
-        return row
-
-    def crossed(every: int) -> bool:
-        """True when this iteration's env steps crossed a multiple of `every` (0 = never).
-        Tied to global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
-        return every > 0 and global_step // every > (global_step - args.num_envs) // every
-
-    start_time, start_step = time.time(), global_step
-    learn_start_step, learn_start_time = None, None
-    last_print = 0.0
-    last_eval, last_eval_step = None, None
-    status, loop_end_time = "crashed", None  # "crashed" stays only if an exception escapes
-    try:
-        while global_step < args.total_timesteps and not interrupted:
-            # --- act -------------------------------------------------------------------------
-            if global_step < args.learning_starts:
-                unit_action = torch.rand(args.num_envs, act_dim) * 2.0 - 1.0
-            else:
-                with torch.inference_mode():
-                    obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    unit_action = actor.sample(obs_tensor)[0]
-            next_obs, reward, terminated, truncated, infos = envs.step(
-                actor.to_env_action(unit_action.to(device))
+    def end_iteration(self, obs: np.ndarray) -> None:
+        if self.crossed(self.args.eval_frequency) and self.global_step < self.args.total_timesteps:
+            self.evaluate()
+        if self.crossed(self.args.checkpoint_frequency):
+            self.save_checkpoint(obs)
+        if time.time() - self.last_print > 5.0:
+            self.last_print, args, sps = time.time(), self.args, self.learn_sps()
+            eta = (
+                f"{(args.total_timesteps - self.global_step) / sps / 60:5.1f} min"
+                if sps
+                else "(warm-up)"
             )
-            # --- store: an ended episode's true last obs is final_obs, never the reset obs -----
-            ended = terminated | truncated
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(ended):
-                real_next_obs[i] = infos["final_obs"][i]
-            buffer.add(
-                torch.as_tensor(obs, dtype=torch.float32),
-                unit_action.cpu(),
-                torch.as_tensor(reward, dtype=torch.float32),
-                torch.as_tensor(terminated, dtype=torch.float32),
-                torch.as_tensor(real_next_obs, dtype=torch.float32),
-            )
-            obs = next_obs
-            global_step += args.num_envs
+            recent = f"{np.mean(self.recent_returns):9.1f}" if self.recent_returns else "      n/a"
+            print(f"step {self.global_step:>9,}/{args.total_timesteps:,} ({100 * self.global_step / args.total_timesteps:5.1f}%)"
+                  f" | ETA {eta} | train return {recent} | SPS {sps or 0:6.0f} | alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
+        self.obs = obs
 
-            episode_returns += reward
-            episode_lengths += 1
-            for i in np.flatnonzero(ended):
-                recent_returns.append(float(episode_returns[i]))
-                run_log.log(
-                    global_step,
-                    {
-                        "charts/episodic_return": float(episode_returns[i]),
-                        "charts/episodic_length": int(episode_lengths[i]),
-                    },
-                )
-                episode_returns[i], episode_lengths[i] = 0.0, 0
+    def save_final(self, status: str) -> None:
+        """The final evaluation, checkpoint and model.pt of a run that ended well."""
+        model = self.saved_model()  # checks the weights first: a NaN model is never saved
+        if status == "finished" and (self.last_eval or {}).get("step") != self.global_step:
+            self.evaluate()  # always end with an evaluation of the final policy
+        if self.args.checkpoint_frequency or status == "interrupted":
+            self.save_checkpoint(self.obs)
+        if self.args.save_model:
+            save_atomically(model, os.path.join(self.dir, "model.pt"))
 
-            # --- learn: one gradient step per env step ----------------------------------------
-            if global_step > args.learning_starts:
-                if learn_start_step is None:
-                    learn_start_step, learn_start_time = global_step, time.time()
-                for _ in range(args.num_envs):
-                    batch = buffer.sample(args.batch_size)
-                    losses = compute_losses(
-                        actor, qf, vf, vf_target, log_alpha, batch,
-                        args.gamma, args.reward_scale, target_entropy,
-                    )  # fmt: skip
-                    # The losses are disjoint in their parameters (see sac_v1_losses), so one
-                    # backward of their sum gives each optimizer exactly its own loss's gradient.
-                    total_loss = losses["qf_loss"] + losses["vf_loss"] + losses["actor_loss"]
-                    if alpha_optimizer is not None:
-                        total_loss = total_loss + losses["alpha_loss"]
-                    for optimizer in optimizers:
-                        optimizer.zero_grad(set_to_none=True)
-                    total_loss.backward()
-                    for optimizer in optimizers:
-                        optimizer.step()
-
-                    polyak_update(vf_target, vf, args.tau)  # Algorithm 1, after the gradient steps
-                    gradient_updates += 1
-
-                if crossed(args.log_frequency):
-                    logged = {
-                        "losses/qf_loss": losses["qf_loss"].detach(),
-                        "losses/qf1_values": losses["q_values"][0].mean(),
-                        "losses/qf2_values": losses["q_values"][1].mean(),
-                        "losses/vf_loss": losses["vf_loss"].detach(),
-                        "losses/soft_value": losses["values"].mean(),
-                        "losses/actor_loss": losses["actor_loss"].detach(),
-                        "charts/policy_entropy": -losses["log_prob"].mean(),
-                    }
-                    if alpha_optimizer is not None:
-                        logged["losses/alpha_loss"] = losses["alpha_loss"].detach()
-                    log_losses(logged)
-
-            # --- evaluate, checkpoint, report ---------------------------------------------------
-            if crossed(args.eval_frequency):
-                last_eval, last_eval_step = evaluation_row(), global_step
-            if crossed(args.checkpoint_frequency):
-                save_atomically(make_checkpoint(), os.path.join(run_dir, "checkpoint.pt"))
-            if time.time() - last_print > 5.0:
-                last_print = time.time()
-                sps = (global_step - start_step) / (last_print - start_time)
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
-                recent = f"{np.mean(recent_returns):9.1f}" if recent_returns else "      n/a"
-                print(
-                    f"step {global_step:>9,}/{args.total_timesteps:,} "
-                    f"({100 * global_step / args.total_timesteps:5.1f}%) | ETA {eta / 60:6.1f} min | "
-                    f"return {recent} | SPS {sps:6.0f} | alpha/scale {alpha_per_reward_scale():.4f}",
-                    flush=True,
-                )
-        loop_end_time = time.time()  # learn_sps excludes the final evaluation below
-        if interrupted:
-            status = "interrupted"
-        else:
-            if last_eval_step != global_step:  # always end with an evaluation of the final policy
-                last_eval = evaluation_row()
-            status = "finished"
-    except TrainingDiverged:
-        status = "diverged"
-        raise
-    finally:
-        if handle_signals:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
-        train_time = time.time() - start_time
-        learn_sps = None
-        if learn_start_time is not None and global_step > learn_start_step:
-            learn_time = (loop_end_time or time.time()) - learn_start_time
-            learn_sps = (global_step - learn_start_step) / learn_time
-        if status != "diverged" and (args.checkpoint_frequency or interrupted):
-            save_atomically(make_checkpoint(), os.path.join(run_dir, "checkpoint.pt"))
-        if args.save_model and status != "diverged":
-            model = {"algorithm": ALGORITHM, "args": asdict(args), "actor": actor.state_dict()}
-            model.update(qf=qf.state_dict(), vf=vf.state_dict(), vf_target=vf_target.state_dict())
-            model["log_alpha"] = log_alpha.detach().cpu()
-            save_atomically(model, os.path.join(run_dir, "model.pt"))
+    def finish(self, status: str) -> dict:
+        """summary.json, close everything, and the final console line."""
+        args, learn_sps = self.args, self.learn_sps()
+        last_eval = self.last_eval or {}
         summary = {
-            "algorithm": ALGORITHM,
-            "env_id": args.env_id,
-            "seed": args.seed,
-            "status": status,
-            "global_step": global_step,
-            "gradient_updates": gradient_updates,
-            "policy_updates": gradient_updates,
-            "train_time_s": train_time,
+            "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "status": status,
+            "global_step": self.global_step, "gradient_updates": self.gradient_updates,
+            "policy_updates": self.policy_updates, "train_time_s": time.time() - self.start_time,
             "learn_sps": learn_sps,
-            "episodic_return_last": float(np.mean(recent_returns)) if recent_returns else None,
-            "eval_return_mean": last_eval["eval/episodic_return"] if last_eval else None,
-            "eval_return_std": last_eval["eval/episodic_return_std"] if last_eval else None,
-            "eval_episodes": args.eval_episodes if last_eval else 0,
-            "alpha": float(log_alpha.exp().item()),
-            "reward_scale": args.reward_scale,
-            "alpha_per_reward_scale": alpha_per_reward_scale(),
-            "target_entropy": target_entropy if args.autotune else None,
-        }
-        run_log.write_summary(summary)
-        run_log.close()
-        envs.close()
-        eval_env.close()
-    print(
-        f"{status}: {global_step:,} steps in {train_time:.0f} s; results in {run_dir}", flush=True
-    )
-    return {**summary, "run_dir": run_dir}
+            "episodic_return_last": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+            "eval_return_mean": last_eval.get("eval/episodic_return"),
+            "eval_return_std": last_eval.get("eval/episodic_return_std"),
+            "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
+            **last_eval.get("diagnostics", {}),
+        }  # fmt: skip
+        save_atomically(summary, os.path.join(self.dir, "summary.json"))
+        self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        self.envs.close()
+        self.eval_env.close()
+        evaluation = (
+            f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}"
+            if last_eval
+            else "no evaluation"
+        )
+        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | {evaluation} | results in {self.dir}", flush=True)  # fmt: skip
+        if status == "interrupted":
+            print(f"continue with: --resume {os.path.join(self.dir, 'checkpoint.pt')}", flush=True)
+        return {**summary, "run_dir": self.dir}
+
+
+def resumed_args(saved_args: dict, args: Args, typed: set[str] | None) -> Args:
+    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed.
+    Called from Python (typed=None), a flag counts as typed when it differs from its default."""
+    if typed is None:
+        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
+    merged = {**saved_args, "resume": args.resume}
+    merged.update({name: getattr(args, name) for name in RESUME_OVERRIDES & typed})
+    return Args(**{f.name: merged[f.name] for f in fields(Args) if f.name in merged})
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-checkpoint: evaluate a saved policy (optionally on video); train nothing."""
-    saved = load_checkpoint_file(args.eval_checkpoint, "--eval-checkpoint")
-    env_id = saved["args"]["env_id"]
-    if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
-    env = make_checked_env(env_id, "rgb_array" if args.capture_video else None)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    hidden_dim = saved["args"]["hidden_dim"]
-    device = pick_device(args)
-    actor = Actor(obs_dim, act_dim, hidden_dim, env.action_space.low, env.action_space.high)
+    """--eval-checkpoint: evaluate a saved policy on its env (with video if asked); train nothing."""
+    saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
+    args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
+    try:  # a first load on CPU checks the file before anything is written
+        load_policy(saved, make_checked_env(args.env_id), torch.device("cpu"))
+    except (RuntimeError, KeyError) as err:
+        raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
+    run = Run(replace(args, num_envs=1))
+    run.start({}, {}, load_policy(saved, run.eval_env, run.device), lambda: saved["report"])
+    run.global_step = saved["global_step"]
+    run.evaluate()
+    return run.finish("evaluated")
+
+
+def main(args: Args, typed: set[str] | None = None) -> dict:
+    """Train (or, with --eval-checkpoint, evaluate) as `args` say; returns the summary and run_dir.
+    `typed` names the flags typed on the command line (it decides what a --resume overrides)."""
+    check_shared_args(args)
+    if args.eval_checkpoint:
+        return evaluate_checkpoint(args)
+    saved = None
+    if args.resume:
+        saved = load_saved(args.resume, "--resume")
+        args = resumed_args(saved["args"], args, typed)
+        check_shared_args(args)
+    run_dir = (os.path.dirname(args.resume) or ".") if saved else None  # a resumed run stays put
+    run = Run(args, saved, run_dir)
+    status = "crashed"  # stays only if an unexpected exception escapes
     try:
-        actor.load_state_dict(saved["actor"])
-    except RuntimeError as err:
-        raise UsageError(f"the actor in '{args.eval_checkpoint}' does not fit {env_id}") from err
-    actor.to(device)
-    run_dir = new_run_dir(env_id, f"{args.exp_name}-eval", args.seed)
-    run_log = RunLog(run_dir, args, resuming=False)
-    if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, os.path.join(run_dir, "videos"), disable_logger=True)
-    start = time.time()
-    returns = evaluate(actor, env, args.eval_episodes, args.seed + 100_000, device)
-    global_step = saved.get("loop", {}).get("global_step", None)
-    summary = {
-        "algorithm": ALGORITHM,
-        "env_id": env_id,
-        "seed": args.seed,
-        "status": "evaluated",
-        "checkpoint": os.path.abspath(args.eval_checkpoint),
-        "global_step": global_step,
-        "gradient_updates": 0,
-        "policy_updates": 0,
-        "train_time_s": time.time() - start,
-        "learn_sps": None,
-        "episodic_return_last": None,
-        "eval_return_mean": float(np.mean(returns)),
-        "eval_return_std": float(np.std(returns)),
-        "eval_episodes": args.eval_episodes,
-        "alpha": float(saved["log_alpha"].exp()),
-        "reward_scale": saved["args"]["reward_scale"],
-    }
-    run_log.log(global_step or 0, {"eval/episodic_return": summary["eval_return_mean"]})
-    run_log.write_summary(summary)
-    run_log.close()
-    env.close()
-    print(
-        f"eval of {args.eval_checkpoint}: return {summary['eval_return_mean']:.1f} "
-        f"± {summary['eval_return_std']:.1f} over {args.eval_episodes} episodes; results in {run_dir}"
-    )
-    return {**summary, "run_dir": run_dir}
+        train(args, run)
+        status = "interrupted" if STOP_REQUESTED.is_set() else "finished"
+        run.save_final(status)
+    except TrainingDiverged:
+        status = "diverged"
+        raise
+    except KeyboardInterrupt:  # main() called from Python: Ctrl-C stops at once, as it should
+        status = "aborted"
+        raise
+    finally:
+        summary = run.finish(status)
+    return summary
+
+
+def typed_flags(argv: list[str]) -> set[str]:
+    """The Args fields named on a command line: --total-timesteps 5, --no-cuda, --seed=3."""
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return names | {name[3:] for name in names if name.startswith("no_")}
+
+
+def command_line(argv: list[str] | None = None) -> int:
+    """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
+    a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = tyro.cli(Args, args=argv)
+
+    def request_stop(signum, frame):
+        if STOP_REQUESTED.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+        print("stopping after this step, with a checkpoint (Ctrl-C again aborts)", flush=True)
+
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = main(args, typed_flags(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        STOP_REQUESTED.clear()
+    return 130 if summary["status"] == "interrupted" else 0
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except TrainingDiverged as err:
-        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
-        raise SystemExit(1) from None
+    sys.exit(command_line())

@@ -414,8 +414,10 @@ def train(args: Args, run: Run) -> None:
 
     training = {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "buffer": buffer}
     obs = run.start(
-        model={"actor": actor, "qf": qf, "qf_target": qf_target, "log_alpha": log_alpha},
-        training={**training, **({"alpha_optimizer": alpha_optimizer} if alpha_optimizer else {})},
+        # log α is saved when it is learned; a fixed α (possibly 0: log α = −inf) comes from --alpha
+        model={"actor": actor, "qf": qf, "qf_target": qf_target}
+        | ({"log_alpha": log_alpha} if args.autotune else {}),
+        training=training | ({"alpha_optimizer": alpha_optimizer} if args.autotune else {}),
         policy=deterministic_policy(actor),
         report=lambda: {
             "alpha": log_alpha.exp().item(),
@@ -765,7 +767,8 @@ class Run:
         ]
         if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
             raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
-        return {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report(), **model}
+        saved = {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report()}
+        return {**saved, "global_step": self.global_step, **model}
 
     def save_checkpoint(self, obs: np.ndarray) -> None:
         checkpoint = self.saved_model()
@@ -861,7 +864,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
     run = Run(replace(args, num_envs=1))
     run.start({}, {}, load_policy(saved, run.eval_env, run.device), lambda: saved["report"])
-    run.global_step = saved.get("loop", {}).get("global_step", 0)
+    run.global_step = saved["global_step"]
     run.evaluate()
     return run.finish("evaluated")
 

@@ -401,6 +401,15 @@ def test_smoke_pendulum_trains_every_network_and_logs_its_losses(in_tmp):
     assert model["log_alpha"].exp().item() == pytest.approx(result["alpha"])
 
 
+def test_a_fixed_temperature_of_zero_trains_and_saves(in_tmp):
+    """--no-autotune --alpha 0 (log α = −inf: no entropy term at all) is a valid run, not a diverged one."""
+    result = sac_v2.main(tiny_args(autotune=False, alpha=0.0, save_model=True))
+    assert result["status"] == "finished" and result["alpha"] == 0.0
+    assert result["target_entropy"] is None
+    model = torch.load(Path(result["run_dir"]) / "model.pt", weights_only=True)
+    assert "log_alpha" not in model and model["report"]["alpha"] == 0.0
+
+
 def test_smoke_mujoco_with_two_envs(in_tmp):
     result = sac_v2.main(
         tiny_args(env_id="Hopper-v4", num_envs=2, total_timesteps=300, learning_starts=100)
