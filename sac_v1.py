@@ -173,9 +173,7 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--target-entropy must be finite, got {args.target_entropy}")
 
 
-# ----------------------------------------------------------------------------------------------
-# Soft-actor-critic math (pure functions; tests check them against independent oracles)
-# ----------------------------------------------------------------------------------------------
+# ---- Soft-actor-critic math (pure functions; tests check them against independent oracles)
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -214,9 +212,7 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
-# ----------------------------------------------------------------------------------------------
-# Environment check, networks, replay buffer
-# ----------------------------------------------------------------------------------------------
+# ---- Environment check, networks, replay buffer
 def check_env_spaces(env: gym.Env, env_id: str) -> None:
     """SAC needs a flat Box observation and a bounded Box action space."""
     obs_space, act_space = env.observation_space, env.action_space
@@ -328,12 +324,15 @@ class ReplayBuffer:
         self.position, self.size = 0, 0  # next row to write, rows filled
 
     def add(self, obs, action, reward, terminated, next_obs) -> None:
-        """Add one transition per env; every argument has a leading num_envs dimension."""
-        batch = torch.cat([obs, action, reward[:, None], terminated[:, None], next_obs], dim=1)
-        rows = (self.position + torch.arange(len(batch))) % self.capacity
-        self.rows[rows.to(self.rows.device)] = batch.to(self.rows.device)
-        self.position = (self.position + len(batch)) % self.capacity
-        self.size = min(self.size + len(batch), self.capacity)
+        """Add one transition per env; arrays or tensors with a leading num_envs dimension."""
+        columns = [
+            torch.as_tensor(x, dtype=torch.float32).reshape(len(obs), -1).to(self.rows.device)
+            for x in (obs, action, reward, terminated, next_obs)
+        ]
+        rows = (self.position + torch.arange(len(obs), device=self.rows.device)) % self.capacity
+        self.rows[rows] = torch.cat(columns, dim=1)
+        self.position = (self.position + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
 
     def sample(self, batch_size: int):
         """Returns (obs, action, reward, terminated, next_obs) views of one gathered minibatch."""
@@ -349,9 +348,7 @@ class ReplayBuffer:
         self.rows[: self.size] = state["rows"].to(self.rows.device)
 
 
-# ----------------------------------------------------------------------------------------------
-# The losses, and one update of every network in the order of the paper's Algorithm 1
-# ----------------------------------------------------------------------------------------------
+# ---- The losses, and one update of every network in the order of the paper's Algorithm 1
 def sac_v1_losses(
     actor, qf, vf, vf_target, log_alpha, batch, gamma: float, reward_scale: float,
     target_entropy: float,
@@ -431,9 +428,7 @@ def update(
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation policy and the training loop
-# ----------------------------------------------------------------------------------------------
+# ---- Evaluation policy and the training loop
 def deterministic_policy(actor: Actor):
     """The evaluation policy: observations → env actions scale·tanh(μ(s)) + bias."""
     return lambda obs: actor.to_env_action(torch.tanh(actor(obs)[0]))
@@ -502,14 +497,7 @@ def train(args: Args, run: Run) -> None:
         real_next_obs = next_obs.copy()
         for i in np.flatnonzero(terminated | truncated):
             real_next_obs[i] = infos["final_obs"][i]
-        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
-        buffer.add(
-            as_tensor(obs),
-            unit_action,
-            as_tensor(reward),
-            as_tensor(terminated),
-            as_tensor(real_next_obs),
-        )
+        buffer.add(obs, unit_action, reward, terminated, real_next_obs)
         obs = next_obs
         run.record_step(reward, terminated, truncated)
 

@@ -408,16 +408,13 @@ class ReplayBuffer:
     def add(self, obs, action, reward, terminated, next_obs) -> None:
         """Add one transition per env; arrays or tensors with a leading num_envs dimension."""
         columns = [
-            torch.as_tensor(column, dtype=torch.float32, device=self.rows.device).reshape(
-                len(obs), -1
-            )
-            for column in (obs, action, reward, terminated, next_obs)
+            torch.as_tensor(x, dtype=torch.float32).reshape(len(obs), -1).to(self.rows.device)
+            for x in (obs, action, reward, terminated, next_obs)
         ]
-        batch = torch.cat(columns, dim=1)
-        rows = (self.position + torch.arange(len(batch), device=self.rows.device)) % self.capacity
-        self.rows[rows] = batch
-        self.position = (self.position + len(batch)) % self.capacity
-        self.size = min(self.size + len(batch), self.capacity)
+        rows = (self.position + torch.arange(len(obs), device=self.rows.device)) % self.capacity
+        self.rows[rows] = torch.cat(columns, dim=1)
+        self.position = (self.position + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
 
     def sample(self, batch_size: int):
         """Returns (obs, action, reward, terminated, next_obs) views of one gathered minibatch."""

@@ -12,8 +12,8 @@ Equivalently V(s) = E_π[Q(s,a) − α·log π(a|s)]. Limits of (1): α → 0 gi
 Q-learning, greedy π); α → ∞ gives mean_a Q + α·log|A| (uniform π).
 
 Learning (DQN-style; 1702.08165 Algorithm 1 without its sampling network): online network Q_θ,
-target network Q̄ (a hard copy every `--target-network-frequency` updates, or with `--tau < 1`
-Polyak averaging θ̄ ← τθ + (1−τ)θ̄ at that interval), replay buffer D, and the regression
+target network Q̄ (every `--target-network-frequency` updates θ̄ ← τθ + (1−τ)θ̄: Polyak
+averaging, or a hard copy with `--tau 1`), replay buffer D, and the regression
     y    = r + γ·(1 − terminated)·V̄(s′)                                                     (4)
     L(θ) = E_D[ ℓ(Q_θ(s,a) − y) ],   ℓ = Huber (default) or squared error                  (5)
 with the plain soft value V̄(s′) = α·logsumexp(Q̄(s′,·)/α), or with `--double-soft-q` the soft
@@ -32,35 +32,36 @@ H(softmax(q/α)) increases with α, so this controller has a single fixed point;
 makes its steps multiplicative, so one learning rate serves Q scales of 1 or of 100.
 Without `--autotune`, α = `--alpha` stays fixed.
 
-Evaluation: greedy, a = argmax_a Q(s,a) (`--eval-stochastic` samples (2) instead), on a separate
-env seeded seed + 100_000 + k for episode k.
+Evaluation: greedy, a = argmax_a Q(s,a), on a separate env seeded seed + 100_000 + k for episode
+k. `--eval-stochastic` samples (2) instead, from torch's RNG reseeded per episode inside
+fork_rng: reproducible, and the training run's random stream never moves.
 
 Defaults (tuned to reach CartPole-v1 greedy return 500 and Acrobot-v1 ≥ −100 in 50k env steps)
 and departures from the papers:
-- Huber loss (δ = 1) rather than 1702.08165's squared error (`--loss mse`): early TD errors are
-  large (CartPole values climb to ~100) and Huber bounds their gradient, as DQN's error clipping.
-- Autotuned α with H̄ = 0.3·log|A| rather than a hand-set α (the paper's reward scale): α
-  then adapts to each env's reward scale by itself. The entropy bonus also
-  steers the agent toward states where acting loosely is safe; with H̄ = 0.1·log|A| the final
-  greedy CartPole policy failed (drifting off, ~250 steps) in some of our seeds. log α moves
-  with learning rate 3e-4: with 1e-3, α tripled within 5k steps in one double soft-Q seed and
-  the values ran away above their bound r_max/(1−γ) = 100.
+- Huber loss (δ = 1), not 1702.08165's squared error (`--loss mse`): early TD errors are large
+  (CartPole values climb to ~100), and Huber bounds their gradient as DQN's error clipping does.
+- α autotuned to H̄ = 0.3·log|A| rather than hand-set (the paper's reward scale), so it adapts to
+  each env's reward scale. The entropy bonus also steers the agent toward states where acting
+  loosely is safe; with H̄ = 0.1·log|A| the final greedy CartPole policy drifted off (~250 steps)
+  in some of our seeds. log α learns at 3e-4: with 1e-3, α tripled within 5k steps in one double
+  soft-Q seed and the values ran away above their bound r_max/(1−γ) = 100.
 - Polyak target updates (τ = 0.005 after every update): hard copies every 500 updates learned
   CartPole markedly slower in our runs.
-- The learning rate decays linearly to 0 at `--total-timesteps` (`--no-anneal-lr` keeps it fixed):
-  the greedy policy of a Q-learner on CartPole swings between 500 and ~250 from one stretch of
-  updates to the next, and the decay makes the final network a settled one. The schedule follows
-  `--total-timesteps`, so resume with the same value to reproduce an uninterrupted run.
-- No ε-greedy: exploration is the Boltzmann policy (2) alone, after `--learning-starts` uniformly
-  random steps that fill the buffer.
-- `--torch-threads N` caps torch's CPU threads (default: torch's choice, one per core). On a
-  quiet 2-core machine two threads ran 1.4× faster than one; when several runs share the cores,
-  give each one thread (OMP_NUM_THREADS=1 does the same), or they all stall.
+- The learning rate decays linearly to 0 at `--total-timesteps` (`--no-anneal-lr` keeps it): a
+  Q-learner's greedy CartPole policy swings between 500 and ~250 from one stretch of updates to
+  the next, and the decay settles the final network. The schedule follows `--total-timesteps`,
+  so resume with the same value to reproduce an uninterrupted run.
+- No ε-greedy: the Boltzmann policy (2) alone explores, after `--learning-starts` random steps.
+- Every `--train-frequency` vector steps, `--gradient-steps` updates per env: the defaults make
+  one gradient update per env step for any `--num-envs`.
 
 Usage: python sql_discrete.py --env-id CartPole-v1 --total-timesteps 50000 [--double-soft-q]
 """
 
+from __future__ import annotations
+
 import json
+import math
 import os
 import random
 import signal
@@ -68,7 +69,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import gymnasium as gym
@@ -78,97 +79,105 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+ALGORITHM = "sql_discrete"
+
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of python, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, use CUDA when it is available"""
-    track: bool = False
-    """if toggled, also log to Weights and Biases"""
-    wandb_project_name: str = "softrl"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """if toggled, record the first episode of every evaluation to `runs/<run>/videos`"""
-
     env_id: str = "CartPole-v1"
     """the gymnasium environment id (discrete actions, flat Box observations)"""
     total_timesteps: int = 50_000
     """total environment steps, summed over all envs"""
     num_envs: int = 1
-    """the number of parallel environments"""
+    """number of parallel environments (gymnasium SyncVectorEnv)"""
     buffer_size: int = 50_000
-    """the replay buffer capacity in transitions"""
+    """replay buffer capacity, in transitions"""
     gamma: float = 0.99
-    """the discount factor γ"""
+    """discount factor γ"""
     tau: float = 0.005
     """target update rate: 1 = hard copy, < 1 = Polyak averaging θ̄ ← τθ + (1−τ)θ̄"""
+    batch_size: int = 128
+    """minibatch size of each gradient update"""
+    learning_starts: int = 1_000
+    """env steps of uniformly random actions before the first gradient update"""
     target_network_frequency: int = 1
     """gradient updates between target network updates"""
-    batch_size: int = 128
-    """the minibatch size of each gradient update"""
-    learning_starts: int = 1_000
-    """env steps of uniformly random actions before learning starts"""
     learning_rate: float = 1e-3
     """Adam learning rate of the Q network"""
     anneal_lr: bool = True
-    """if toggled, decay the Q learning rate linearly to 0 at total_timesteps"""
+    """decay the Q learning rate linearly to 0 at total_timesteps"""
     train_frequency: int = 1
     """vector-env steps between rounds of gradient updates"""
     gradient_steps: int = 1
-    """gradient updates per round (the defaults make one update per env step)"""
+    """gradient updates per env in each round: gradient_steps / train_frequency per env step"""
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer widths of the Q network MLP"""
     loss: Literal["huber", "mse"] = "huber"
     """the TD regression loss ℓ of (5)"""
     double_soft_q: bool = False
-    """if toggled, bootstrap from the double soft-Q value (6)"""
+    """bootstrap from the double soft-Q value (6)"""
     alpha: float = 1.0
     """the temperature α (its initial value with --autotune)"""
     autotune: bool = True
-    """if toggled, tune α so the mean policy entropy tracks target_entropy_scale·log|A| (7)"""
+    """tune α so the mean policy entropy tracks target_entropy_scale·log|A| (7)"""
     target_entropy_scale: float = 0.3
     """the target entropy as a fraction of the maximum entropy log|A|"""
     alpha_lr: float = 3e-4
     """Adam learning rate of log α"""
-    log_frequency: int = 100
-    """gradient updates between loss logs (the training loop's only host syncs)"""
-    eval_frequency: int = 10_000
-    """env steps between evaluations (0 = only at the end)"""
-    eval_episodes: int = 10
-    """the number of evaluation episodes"""
-    eval_stochastic: bool = False
-    """if toggled, evaluate the Boltzmann policy (2) instead of the greedy one"""
-    save_model: bool = False
-    """if toggled, save the Q network to `runs/<run>/model.pt` at the end"""
-    checkpoint_frequency: int = 0
-    """env steps between checkpoints to `runs/<run>/checkpoint.pt` (0 = only on Ctrl-C)"""
-    resume: str | None = None
-    """path of a checkpoint.pt to continue training from"""
-    eval_checkpoint: str | None = None
-    """path of a model.pt or checkpoint.pt to evaluate on its env (trains nothing)"""
-    compile: bool = False
-    """if toggled, torch.compile the loss computation (forward and backward graphs)"""
+
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory's name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch and the environments)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (falls back to CPU with a notice)"""
     torch_threads: int = 0
-    """CPU threads of torch (0 = torch's default)"""
+    """CPU threads of torch's operators (0 = torch's default: one per core)"""
+    track: bool = False
+    """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
+    wandb_project_name: str = "softrl"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team); None means your default entity"""
+    capture_video: bool = False
+    """record the first episode of every evaluation to runs/<run>/videos"""
+    eval_frequency: int = 10_000
+    """env steps between evaluations of the greedy policy (0 = only at the end)"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    log_frequency: int = 100
+    """env steps between logging losses to metrics.jsonl (the only host syncs of the update)"""
+    save_model: bool = False
+    """save the networks to runs/<run>/model.pt at the end"""
+    checkpoint_frequency: int = 0
+    """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C/SIGTERM also save)"""
+    resume: str | None = None
+    """path of a checkpoint.pt to continue (its run keeps its settings; a typed --total-timesteps extends it)"""
+    eval_checkpoint: str | None = None
+    """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
+    compile: bool = False
+    """torch.compile the update's loss computations"""
+    eval_stochastic: bool = False
+    """evaluate by sampling the Boltzmann policy (2) instead of acting greedily"""
 
 
-class UsageError(Exception):
-    """Bad command-line input: one line on stderr, exit status 2."""
+def check_args(args: Args) -> None:
+    positive = ["learning_rate", "target_network_frequency", "train_frequency", "gradient_steps"]
+    for name in [*positive, "alpha", "alpha_lr"]:
+        value = getattr(args, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
+    if not 0.0 < args.target_entropy_scale < 1.0:
+        raise UsageError(
+            f"--target-entropy-scale must be in (0, 1), got {args.target_entropy_scale}"
+        )
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        raise UsageError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss or weight: the run stops, the last good checkpoint stays, exit status 1."""
-
-
-# ---------------------------------------------------------------------------- soft math
+# ---- Soft math (pure functions; tests check them against independent oracles) ---------------
 def soft_value(q: torch.Tensor, alpha) -> torch.Tensor:
     """V = α·logsumexp(q/α) over the last (action) dimension, eq. (1); stable for any q/α."""
     return alpha * torch.logsumexp(q / alpha, dim=-1)
@@ -200,23 +209,24 @@ def temperature_loss(log_alpha, mean_entropy, target_entropy: float) -> torch.Te
     return log_alpha * (mean_entropy.detach() - target_entropy)
 
 
-# ---------------------------------------------------------------------------- env, network, buffer
-def make_env(env_id: str, video_dir: str | None = None) -> gym.Env:
-    if not video_dir:
-        return gym.make(env_id)
-    env = gym.make(env_id, render_mode="rgb_array")
-    return gym.wrappers.RecordVideo(env, video_dir, lambda k: k == 0, disable_logger=True)
-
-
-def check_env(env_id: str) -> tuple[int, int]:
-    """(observation size, number of actions), or UsageError if this script cannot learn the env."""
+def boltzmann_sample(q: torch.Tensor, alpha) -> torch.Tensor:
+    """One action per row of q, a ∼ softmax(q/α), eq. (2)."""
     try:
-        env = gym.make(env_id)
-    except Exception as err:  # unknown id, missing extra (box2d), broken registration, ...
-        message = str(err).replace("\n", " ")
-        raise UsageError(f"cannot make env {env_id!r}: {message}") from None
+        return torch.multinomial(torch.softmax(q / alpha, dim=-1), 1).squeeze(1)
+    except RuntimeError:  # multinomial rejects NaN probabilities: the weights diverged
+        raise TrainingDiverged("non-finite Q-values in the Boltzmann policy") from None
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """θ̄ ← (1 − τ) θ̄ + τ θ, in place, for every parameter at once (τ = 1: an exact copy)."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+# ---- Environment check, network, replay buffer ----------------------------------------------
+def check_env_spaces(env: gym.Env, env_id: str) -> None:
+    """SQL here needs Discrete actions numbered from 0 and a flat Box observation."""
     obs_space, act_space = env.observation_space, env.action_space
-    env.close()
     if not isinstance(act_space, gym.spaces.Discrete) or act_space.start != 0:
         raise UsageError(
             f"{env_id} has action space {act_space}, but sql_discrete needs a Discrete one; "
@@ -227,7 +237,6 @@ def check_env(env_id: str) -> tuple[int, int]:
             f"{env_id} has observation space {obs_space}, but the MLP needs a flat Box; "
             "flatten or one-hot encode the observations, or choose a vector-observation env"
         )
-    return obs_space.shape[0], int(act_space.n)
 
 
 class QNetwork(nn.Module):
@@ -259,6 +268,7 @@ class ReplayBuffer:
         self.terminated = torch.zeros(capacity, device=device)
 
     def add(self, **rows: torch.Tensor) -> None:
+        """Add one transition per env: `FIELDS` as keywords, each with a leading num_envs dim."""
         n = len(rows["obs"])
         idx = torch.arange(self.ptr, self.ptr + n, device=self.obs.device) % self.capacity
         for name, values in rows.items():
@@ -266,526 +276,647 @@ class ReplayBuffer:
         self.ptr, self.size = (self.ptr + n) % self.capacity, min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int) -> list[torch.Tensor]:
+        """(obs, next_obs, actions, rewards, terminated) of one minibatch, with replacement."""
         idx = torch.randint(0, self.size, (batch_size,), device=self.obs.device)
         return [getattr(self, name)[idx] for name in self.FIELDS]
 
     def state_dict(self) -> dict:
-        data = {name: getattr(self, name)[: self.size].clone() for name in self.FIELDS}
+        data = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
         return data | {"ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         self.ptr, self.size = state["ptr"], state["size"]
         for name in self.FIELDS:
-            getattr(self, name)[: self.size] = state[name]
+            getattr(self, name)[: self.size] = state[name].to(self.obs.device)
 
 
-def time_limit_of(env: gym.Env) -> gym.wrappers.TimeLimit | None:
-    while isinstance(env, gym.Wrapper) and not isinstance(env, gym.wrappers.TimeLimit):
-        env = env.env
-    return env if isinstance(env, gym.wrappers.TimeLimit) else None
+# ---- One update: the Q regression (4)-(6), the temperature (7), the target network ----------
+def soft_q_losses(batch, q_network, target_network, log_alpha, gamma, target_entropy,
+                  double_soft_q: bool = False, loss: str = "huber"):  # fmt: skip
+    """The Q loss (5) with the soft target (4), and the temperature loss (7), on one batch; also
+    the policy entropy and the mean bootstrapped soft value V̄(s′) as diagnostics."""
+    obs, next_obs, actions, rewards, terminated = batch
+    alpha = log_alpha.detach().exp()
+    with torch.no_grad():
+        q_next_target = target_network(next_obs)
+        if double_soft_q:
+            next_value = double_soft_value(q_next_target, q_network(next_obs), alpha)  # (6)
+        else:
+            next_value = soft_value(q_next_target, alpha)  # (1) on the target network
+        target = soft_td_target(rewards, terminated, next_value, gamma)  # (4)
+    q_values = q_network(obs)
+    td_loss = F.smooth_l1_loss if loss == "huber" else F.mse_loss
+    qf_loss = td_loss(q_values.gather(1, actions[:, None]).squeeze(1), target)  # (5)
+    # The mean entropy of the online network's Boltzmann policy (2) on replayed states drives α (7).
+    policy_entropy = entropy(boltzmann_log_probs(q_values.detach(), alpha)).mean()
+    alpha_loss = temperature_loss(log_alpha, policy_entropy, target_entropy)
+    return qf_loss, alpha_loss, policy_entropy, next_value.mean()
 
 
-def get_env_state(env: gym.Env) -> dict | None:
-    """Physics state, RNG and time-limit counter of a classic-control env; None if not capturable
-    (e.g. Box2D worlds)."""
-    base, limit = env.unwrapped, time_limit_of(env)
-    if not isinstance(getattr(base, "state", None), np.ndarray):
-        return None
+def update(
+    batch, q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
+    learning_rate: float, gamma: float, tau: float, target_entropy: float,
+    double_soft_q: bool = False, loss: str = "huber", update_target: bool = True,
+    compute_losses=soft_q_losses,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One gradient step of Q_θ on (5) at `learning_rate` and, if alpha_optimizer, of log α on
+    (7); then, if update_target, θ̄ ← τθ + (1−τ)θ̄. `compute_losses` may be a compiled
+    soft_q_losses. Returns detached tensors: reading them is the caller's choice, so the update
+    itself never waits for the device."""
+    alpha = log_alpha.detach().exp()  # the temperature these losses use
+    qf_loss, alpha_loss, policy_entropy, next_value = compute_losses(
+        batch, q_network, target_network, log_alpha, gamma, target_entropy, double_soft_q, loss
+    )
+    q_optimizer.param_groups[0]["lr"] = learning_rate
+    q_optimizer.zero_grad(set_to_none=True)
+    if alpha_optimizer is None:
+        qf_loss.backward()
+    else:
+        # Each loss sees the other's inputs detached, so one backward pass through their sum
+        # gives θ exactly ∇L(θ) and log α exactly ∇J(log α).
+        alpha_optimizer.zero_grad(set_to_none=True)
+        (qf_loss + alpha_loss).backward()
+        alpha_optimizer.step()
+    q_optimizer.step()
+    if update_target:
+        polyak_update(target_network, q_network, tau)
     return {
-        "state": base.state.tolist(),
-        "rng": base.np_random.bit_generator.state,
-        "steps_beyond_terminated": getattr(base, "steps_beyond_terminated", None),
-        "elapsed_steps": limit._elapsed_steps if limit else None,
+        "losses/qf_loss": qf_loss.detach(),
+        "losses/alpha": alpha,
+        "losses/alpha_loss": alpha_loss.detach(),
+        "charts/policy_entropy": policy_entropy,
+        "losses/soft_value": next_value,
     }
 
 
-def set_env_state(env: gym.Env, saved: dict) -> None:
-    base, limit = env.unwrapped, time_limit_of(env)
-    base.state = np.asarray(saved["state"], dtype=base.state.dtype)
-    base.np_random.bit_generator.state = saved["rng"]
-    if hasattr(base, "steps_beyond_terminated"):
-        base.steps_beyond_terminated = saved["steps_beyond_terminated"]
-    if limit:
-        limit._elapsed_steps = saved["elapsed_steps"]
+# ---- Evaluation policy and the training loop ------------------------------------------------
+def evaluation_policy(q_network: QNetwork, log_alpha: torch.Tensor, stochastic: bool = False):
+    """Observations → env actions: argmax_a Q(s,a), or with `stochastic` a sample of (2)."""
+
+    def act(obs: torch.Tensor) -> np.ndarray:
+        q = q_network(obs)
+        return (boltzmann_sample(q, log_alpha.exp()) if stochastic else q.argmax(-1)).cpu().numpy()
+
+    return act
 
 
-def update_target(q_network: nn.Module, target_network: nn.Module, tau: float) -> None:
-    """θ̄ ← τθ + (1−τ)θ̄: Polyak averaging, or a hard copy when τ = 1 (one fused op per list)."""
-    online, target = list(q_network.parameters()), list(target_network.parameters())
-    with torch.no_grad():
-        if tau == 1.0:
-            torch._foreach_copy_(target, online)
+def load_policy(saved: dict, env: gym.Env, device: torch.device):
+    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+    q_network = QNetwork(obs_dim, n_actions, tuple(saved["args"]["hidden_sizes"]))
+    q_network.load_state_dict(saved["q_network"])
+    log_alpha = saved["log_alpha"].to(device)
+    return evaluation_policy(q_network.to(device), log_alpha, saved["args"]["eval_stochastic"])
+
+
+def train(args: Args, run: Run) -> None:
+    envs, device = run.envs, run.device
+    obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
+
+    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    target_network.requires_grad_(False)  # Q̄ moves only towards θ, in polyak_update
+    # fused Adam: one kernel for all parameters instead of a loop of small ops per tensor
+    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
+    log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr) if args.autotune else None
+    target_entropy = args.target_entropy_scale * math.log(n_actions)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
+    # only the losses are compiled: the optimizer steps stay eager, as the annealed rate changes
+    compute_losses = torch.compile(soft_q_losses) if args.compile else soft_q_losses
+
+    training = {"q_optimizer": q_optimizer, "buffer": buffer}
+    obs = run.start(
+        model={"q_network": q_network, "target_network": target_network, "log_alpha": log_alpha},
+        training={**training, **({"alpha_optimizer": alpha_optimizer} if alpha_optimizer else {})},
+        policy=evaluation_policy(q_network, log_alpha, args.eval_stochastic),
+        report=lambda: {
+            "alpha": log_alpha.exp().item(),
+            "target_entropy": target_entropy if args.autotune else None,
+            "double_soft_q": args.double_soft_q,
+        },
+    )
+    losses = {}
+    while run.running():
+        # act: uniform-random actions during warm-up, then the Boltzmann policy (2) explores
+        if run.global_step < args.learning_starts:
+            actions = torch.randint(n_actions, (args.num_envs,), device=device)
         else:
-            torch._foreach_lerp_(target, online, tau)
-
-
-# ---------------------------------------------------------------------------- evaluation, input
-def evaluate(q_network, env_id, episodes, seed, device, alpha, stochastic=False, video_dir=None):
-    """Returns of `episodes` episodes, episode k on an env seeded seed + 100_000 + k."""
-    env = make_env(env_id, video_dir)
-    returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 100_000 + k)
-        # A private generator: stochastic evaluation never perturbs the training RNG stream.
-        generator = torch.Generator(device).manual_seed(seed + 100_000 + k)
-        done, total = False, 0.0
-        while not done:
             with torch.inference_mode():
-                q = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                if stochastic:
-                    probs = torch.softmax(q / alpha, dim=-1)
-                    action = torch.multinomial(probs, 1, generator=generator).item()
-                else:
-                    action = q.argmax().item()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
+                q_values = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = boltzmann_sample(q_values, log_alpha.exp())
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
+
+        # store: an episode that ended stores its true last obs (final_obs), not the reset obs
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(terminated | truncated):
+            real_next_obs[i] = infos["final_obs"][i]
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
+        buffer.add(
+            obs=as_tensor(obs),
+            next_obs=as_tensor(real_next_obs),
+            actions=actions,
+            rewards=as_tensor(rewards),
+            terminated=as_tensor(terminated),
+        )
+        obs = next_obs
+        run.record_step(rewards, terminated, truncated)
+
+        # learn: every train_frequency vector steps, gradient_steps updates per env stepped
+        vector_steps = run.global_step // args.num_envs
+        if run.global_step > args.learning_starts and vector_steps % args.train_frequency == 0:
+            learning_rate = args.learning_rate
+            if args.anneal_lr:  # linear decay: a settled final network (see docstring)
+                learning_rate *= 1.0 - (run.global_step - args.num_envs) / args.total_timesteps
+            for _ in range(args.gradient_steps * args.num_envs):
+                run.gradient_updates += 1
+                losses = update(
+                    buffer.sample(args.batch_size), q_network, target_network, log_alpha,
+                    q_optimizer, alpha_optimizer, learning_rate, args.gamma, args.tau,
+                    target_entropy, args.double_soft_q, args.loss,
+                    update_target=run.gradient_updates % args.target_network_frequency == 0,
+                    compute_losses=compute_losses,
+                )  # fmt: skip
+        if losses:  # the latest round's losses, also when this vector step had no round
+            run.log_losses(losses)
+        run.end_iteration(obs)
+
+
+# ==== run harness: the same text, byte for byte, in sac_v2, sac_v1, sql_discrete and sql_continuous
+"""Everything a run needs besides its algorithm: run directory, metrics.jsonl / summary.json /
+wandb, evaluation, atomic checkpoints and exact resume, Ctrl-C/SIGTERM, the shared flags' checks,
+the device, --eval-checkpoint, and the command line's exit statuses (2 bad input, 1 diverged).
+
+The algorithm above hands it:
+  ALGORITHM                        the script's name, stamped into every summary and saved file
+  Args                             the flags (the shared ones mean the same in every script)
+  check_args(args)                 raises UsageError for the algorithm's own bad flags
+  check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
+  load_policy(saved, env, device)  the evaluation policy of a saved model.pt / checkpoint.pt
+  train(args, run)                 the training loop, which drives the Run:
+      obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
+          buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
+          observations -> env actions; an optional `policy.diagnostics(run)` -> {name: value}
+          adds eval/<name> to each eval row and <name> to the summary, and may write into
+          run.dir) and
+          report() -> {"alpha": ..., ...} for progress lines and the summary; restores all of it
+          on --resume and returns the envs' current observations
+      run.record_step(rewards, terminated, truncated)    count env steps, log finished episodes
+      run.log_losses(losses)       every --log-frequency env steps: one host sync, NaN check
+      run.end_iteration(obs)       evaluate, checkpoint and print as the step count crosses them
+      run.running(), run.device, run.envs, run.global_step, run.gradient_updates, run.policy_updates
+"""
+
+STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM handler
+# Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
+RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
+RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit status 2, nothing written."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or weight: the run stops, the last good checkpoint stays, exit status 1."""
+
+
+def check_shared_args(args: Args) -> None:
+    """The shared flags' checks, then the algorithm's own (check_args)."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
+    at_least_0 = ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]
+    rules = [(name, "positive", getattr(args, name) > 0) for name in [*positive, "log_frequency"]]
+    rules += [(name, ">= 0", getattr(args, name) >= 0) for name in at_least_0]
+    rules += [("gamma", "in [0, 1)", 0 <= args.gamma < 1), ("tau", "in (0, 1]", 0 < args.tau <= 1)]
+    for name, requirement, holds in rules:
+        if not holds:
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be {requirement}, got {getattr(args, name)}"
+            )
+    if args.batch_size > args.buffer_size:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}")
+    check_args(args)
+
+
+def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """gym.make, with the failures a user can cause turned into one-line UsageErrors."""
+    try:
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+    except gym.error.DependencyNotInstalled as err:
+        raise UsageError(f"{env_id} needs a missing dependency: {err}") from None
+    except gym.error.Error as err:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
+        raise UsageError(f"unknown environment '{env_id}' ({err})") from None
+    check_env_spaces(env, env_id)
+    return env
+
+
+def get_env_state(env: gym.Env) -> dict | None:
+    """Everything step() depends on, for MuJoCo and envs with an array `state`; else None."""
+    base, state = env.unwrapped, {"np_random": env.unwrapped.np_random.bit_generator.state}
+    if hasattr(base, "model") and hasattr(base, "data"):  # MuJoCo: its full integration state
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state["mujoco"] = torch.zeros(mujoco.mj_stateSize(base.model, spec), dtype=torch.float64)
+        mujoco.mj_getState(base.model, base.data, state["mujoco"].numpy(), spec)
+    elif isinstance(getattr(base, "state", None), np.ndarray | tuple | list):  # classic control
+        state["state"] = torch.as_tensor(np.asarray(base.state, dtype=np.float64))
+    else:
+        return None
+    state["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict) -> None:
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    if "mujoco" in state:
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), spec)
+        mujoco.mj_forward(base.model, base.data)
+    else:
+        base.state = state["state"].numpy().copy()
+    env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+
+
+def load_saved(path: str, flag: str) -> dict:
+    """A model.pt / checkpoint.pt of this algorithm, loaded with weights_only=True and checked."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} file '{path}' does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
+        raise UsageError(f"{flag} file '{path}' cannot be read ({type(err).__name__})") from None
+    if not isinstance(saved, dict) or saved.get("algorithm") != ALGORITHM:
+        raise UsageError(f"'{path}' is not a {ALGORITHM} model.pt or checkpoint.pt")
+    if flag == "--resume" and "loop" not in saved:
+        raise UsageError(f"'{path}' is a model.pt; --resume needs a checkpoint.pt")
+    return saved
+
+
+def save_atomically(payload: dict, path: str) -> None:
+    """Write to a temporary file, then rename: a crash mid-write leaves the previous file intact."""
+    if path.endswith(".json"):
+        with open(path + ".tmp", "w") as f:
+            json.dump(payload, f, indent=2)
+    else:
+        torch.save(payload, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+@torch.inference_mode()
+def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
+    """Undiscounted returns of `policy`; episode k resets the env and torch's RNG with seed + k,
+    inside fork_rng, so evaluating never changes the training run's random stream."""
+    returns = []
+    for episode in range(episodes):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + episode)
+            obs, _ = env.reset(seed=seed + episode)
+            done, episode_return = False, 0.0
+            while not done:
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
+                obs, reward, terminated, truncated, _ = env.step(policy(obs_tensor)[0])
+                episode_return, done = episode_return + float(reward), terminated or truncated
+        returns.append(episode_return)
     return returns
 
 
-def validate_args(args: Args) -> None:
-    def fail(name: str, requirement: str) -> None:
-        value = getattr(args, name)
-        raise UsageError(f"--{name.replace('_', '-')} must be {requirement}, got {value}")
+class Run:
+    """One run's directory, envs, counters and logs; see the interface above."""
 
-    for name in (
-        "total_timesteps",
-        "num_envs",
-        "buffer_size",
-        "batch_size",
-        "learning_rate",
-        "target_network_frequency",
-        "train_frequency",
-        "gradient_steps",
-        "alpha",
-        "alpha_lr",
-        "log_frequency",
-        "eval_episodes",
-    ):
-        if not getattr(args, name) > 0:
-            fail(name, "positive")
-    for name in ("learning_starts", "eval_frequency", "checkpoint_frequency"):
-        if getattr(args, name) < 0:
-            fail(name, ">= 0")
-    if args.batch_size > args.buffer_size:
-        fail("batch_size", f"at most --buffer-size ({args.buffer_size})")
-    if not 0.0 <= args.gamma <= 1.0:
-        fail("gamma", "in [0, 1]")
-    if not 0.0 < args.tau <= 1.0:
-        fail("tau", "in (0, 1] (1 = hard target copies)")
-    if not 0.0 < args.target_entropy_scale < 1.0:
-        fail("target_entropy_scale", "in (0, 1)")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        fail("hidden_sizes", "one or more positive widths")
-    if args.resume and args.eval_checkpoint:
-        raise UsageError("--resume and --eval-checkpoint exclude each other; pass only one")
-
-
-def load_file(args: Args, device: torch.device) -> dict | None:
-    """The --resume / --eval-checkpoint file, read safely (weights_only), or UsageError."""
-    path = args.resume or args.eval_checkpoint
-    if path is None:
-        return None
-    if not os.path.isfile(path):
-        raise UsageError(f"{path} does not exist; pass the path of a model.pt or checkpoint.pt")
-    try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:
-        raise UsageError(f"cannot read {path} ({type(err).__name__}); is it complete?") from None
-    needed = ["q_network", "args"] + (["buffer", "torch_rng"] if args.resume else [])
-    if not isinstance(data, dict) or not all(key in data for key in needed):
-        what = "an sql_discrete checkpoint.pt" if args.resume else "an sql_discrete model.pt"
-        raise UsageError(f"{path} is not {what}")
-    for key in ("env_id", "num_envs", "buffer_size", "hidden_sizes") if args.resume else ():
-        saved, given = data["args"][key], getattr(args, key)
-        if saved != given and not (key == "hidden_sizes" and tuple(saved) == tuple(given)):
-            option = "--" + key.replace("_", "-")
-            raise UsageError(f"{path} was made with {option} {saved}; resume it with the same")
-    return data
-
-
-# ---------------------------------------------------------------------------- run directory
-class RunLogger:
-    """One run directory: metrics.jsonl (and wandb with --track) while running, summary.json at the end."""
-
-    def __init__(self, args: Args):
-        env_name = args.env_id.replace("/", "-")  # a namespaced id ("ns/Env-v0") is one directory
-        base = f"runs/{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.run_dir, n = base, 1
-        while os.path.exists(self.run_dir):  # two runs started in the same second: keep both
-            n += 1
-            self.run_dir = f"{base}_{n}"
-        os.makedirs(self.run_dir)
+    def __init__(self, args: Args, saved: dict | None = None, run_dir: str | None = None):
+        self.args, self.saved = args, saved
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        if args.cuda and self.device.type == "cpu":
+            print("notice: CUDA is not available, running on CPU", flush=True)
+        if args.capture_video:  # render off-screen: MuJoCo through EGL, pygame with no display
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # (and no SDL warning on stderr)
+        # Envs are built, and so the env id checked, before anything is written.
+        self.eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
+        self.envs = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(args.env_id)] * args.num_envs,
+            # SAME_STEP: an ending env resets inside step(); its true last obs is infos["final_obs"]
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = run_dir or os.path.join("runs", name)
+        for copy in range(2, 1000):  # two runs started in the same second get their own directory
+            try:
+                os.makedirs(self.dir, exist_ok=bool(run_dir))
+                break
+            except FileExistsError:
+                self.dir = os.path.join("runs", f"{name}-{copy}")
+        if args.capture_video:  # film the first episode of every evaluation
+            self.eval_env = gym.wrappers.RecordVideo(
+                self.eval_env,
+                os.path.join(self.dir, "videos"),
+                episode_trigger=lambda episode: episode % args.eval_episodes == 0,
+                name_prefix="eval",
+                disable_logger=True,
+            )
+        metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
+        if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
+            with open(metrics_path) as f:
+                rows = [
+                    row
+                    for row in f
+                    if json.loads(row)["global_step"] <= saved["loop"]["global_step"]
+                ]
+        self.metrics = open(metrics_path, "w")  # noqa: SIM115 (closed in finish)
+        self.metrics.writelines(rows)
         self.wandb = None
         if args.track:
             import wandb
 
-            name = os.path.basename(self.run_dir)
-            wandb.init(
-                project=args.wandb_project_name,
-                entity=args.wandb_entity,
-                name=name,
-                config=asdict(args),
-                dir=self.run_dir,
-            )
-            self.wandb = wandb
+            run_id = os.path.basename(self.dir)[-64:]
+            self.wandb = wandb.init(
+                project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                name=os.path.basename(self.dir), dir=self.dir, id=run_id, resume="allow",
+            )  # fmt: skip
+        self.global_step = self.gradient_updates = self.policy_updates = 0
+        self.episode_returns = np.zeros(args.num_envs)
+        self.episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
+        self.recent_returns: deque[float] = deque(maxlen=10)
+        self.start_time = self.last_print = time.time()
+        self.learn_start, self.eval_seconds, self.last_eval, self.report = None, 0.0, None, dict
 
-    def log(self, step: int, metrics: dict) -> None:
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps({"global_step": step, **metrics}) + "\n")
-        if self.wandb:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self, summary: dict) -> dict:
-        path = os.path.join(self.run_dir, "summary.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(path + ".tmp", path)
-        if self.wandb:
-            self.wandb.summary.update({k: v for k, v in summary.items() if v is not None})
-            self.wandb.finish()
-        print(f"run directory: {self.run_dir}")
-        return summary | {"run_dir": self.run_dir}
-
-
-def main(args: Args) -> dict:
-    validate_args(args)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if args.cuda and device.type == "cpu":
-        print("notice: CUDA is not available, running on CPU")
-    loaded = load_file(args, device)  # every check of the input happens before anything is written
-    if args.eval_checkpoint:  # evaluate the stored network on the env it was trained on
-        saved = loaded["args"]
-        args = replace(args, env_id=saved["env_id"], hidden_sizes=tuple(saved["hidden_sizes"]))
-    obs_dim, n_actions = check_env(args.env_id)
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-
-    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    log_alpha = torch.tensor(float(np.log(args.alpha)), device=device, requires_grad=args.autotune)
-    if loaded:
-        try:
-            q_network.load_state_dict(loaded["q_network"])
-        except RuntimeError:
-            raise UsageError(
-                f"the network in {args.resume or args.eval_checkpoint} does not fit {args.env_id}"
-            ) from None
-        log_alpha.data.fill_(float(loaded.get("log_alpha", log_alpha.item())))
-
-    logger = RunLogger(args)
-    summary = {
-        "algorithm": "sql_discrete",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "double_soft_q": args.double_soft_q,
-        "global_step": 0,
-        "gradient_updates": 0,
-        "policy_updates": 0,
-        "train_time_s": 0.0,
-        "learn_sps": None,
-        "episodic_return_last": None,
-        "eval_return_mean": None,
-        "eval_return_std": None,
-        "eval_episodes": args.eval_episodes,
-        "alpha": None,
-        "status": "crashed",  # replaced below unless an unexpected exception escapes
-    }
-
-    def run_evaluation(step: int) -> None:
-        video_dir = f"{logger.run_dir}/videos/step{step}" if args.capture_video else None
-        returns = evaluate(
-            q_network,
-            args.env_id,
-            args.eval_episodes,
-            args.seed,
-            device,
-            log_alpha.exp().item(),
-            args.eval_stochastic,
-            video_dir,
-        )
-        logger.log(step, {"eval/episodic_return": float(np.mean(returns))})
-        summary.update(
-            eval_return_mean=float(np.mean(returns)), eval_return_std=float(np.std(returns))
-        )
-
-    if args.eval_checkpoint:
-        summary["global_step"] = loaded.get("global_step", 0)
-        run_evaluation(summary["global_step"])
-        return logger.finish(summary | {"alpha": log_alpha.exp().item(), "status": "evaluated"})
-
-    # ------------------------------------------------------------------------ training set-up
-    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    target_network.load_state_dict(q_network.state_dict())
-    target_network.requires_grad_(False)  # Q̄ only ever receives copies of θ
-    # fused Adam: one kernel for all parameters instead of a loop of small ops per tensor
-    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
-    target_entropy = args.target_entropy_scale * float(np.log(n_actions))
-    buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
-    td_loss = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
-
-    def compute_losses(obs, next_obs, actions, rewards, terminated, log_alpha):
-        """The Q loss (5) with the soft target (4), and the temperature loss (7), on one batch."""
-        alpha = log_alpha.detach().exp()
-        with torch.no_grad():
-            q_next_target = target_network(next_obs)
-            if args.double_soft_q:
-                next_value = double_soft_value(q_next_target, q_network(next_obs), alpha)  # (6)
+    def start(self, model: dict, training: dict, policy, report) -> np.ndarray:
+        self.model, self.training, self.policy, self.report = model, training, policy, report
+        self.obs = self.envs.reset(seed=self.args.seed)[0]  # a resumed env, too, must be reset
+        if self.saved is None:
+            return self.obs
+        for name, item in {**model, **training}.items():
+            if isinstance(item, torch.Tensor):
+                with torch.no_grad():
+                    item.copy_(self.saved[name])
             else:
-                next_value = soft_value(q_next_target, alpha)  # (1) on the target network
-            target = soft_td_target(rewards, terminated, next_value, args.gamma)  # (4)
-        q_values = q_network(obs)
-        qf_loss = td_loss(q_values.gather(1, actions[:, None]).squeeze(1), target)  # (5)
-        # The mean entropy of the Boltzmann policy (2) on replayed states drives α, eq. (7).
-        policy_entropy = entropy(boltzmann_log_probs(q_values.detach(), alpha)).mean()
-        alpha_loss = temperature_loss(log_alpha, policy_entropy, target_entropy)
-        return qf_loss, alpha_loss, policy_entropy, next_value.mean()
-
-    if args.compile:  # the optimizer steps stay eager: the annealed learning rate changes each step
-        compute_losses = torch.compile(compute_losses)
-
-    def update(learning_rate: float) -> tuple[torch.Tensor, ...]:
-        qf_loss, alpha_loss, *diagnostics = compute_losses(
-            *buffer.sample(args.batch_size), log_alpha
-        )
-        q_optimizer.param_groups[0]["lr"] = learning_rate
-        q_optimizer.zero_grad(set_to_none=True)
-        alpha_optimizer.zero_grad(set_to_none=True)
-        # Each loss sees the other's inputs detached, so they share no parameters and one
-        # backward pass through their sum gives θ exactly ∇L(θ) and log α exactly ∇J(log α).
-        (qf_loss + alpha_loss).backward()
-        q_optimizer.step()
-        if args.autotune:
-            alpha_optimizer.step()
-        return qf_loss.detach(), alpha_loss.detach(), *diagnostics
-
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: make_env(args.env_id) for _ in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    obs, _ = envs.reset(seed=args.seed)
-    ep_return, ep_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns = deque(maxlen=10)
-    global_step = iteration = gradient_updates = 0
-    if args.resume:
-        q_network.load_state_dict(loaded["q_network"])
-        target_network.load_state_dict(loaded["target_network"])
-        q_optimizer.load_state_dict(loaded["q_optimizer"])
-        alpha_optimizer.load_state_dict(loaded["alpha_optimizer"])
-        buffer.load_state_dict(loaded["buffer"])
-        torch.set_rng_state(loaded["torch_rng"].cpu())
-        if device.type == "cuda" and loaded.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(loaded["cuda_rng"].cpu())
-        global_step, iteration = loaded["global_step"], loaded["iteration"]
-        gradient_updates = loaded["gradient_updates"]
-        recent_returns.extend(loaded["recent_returns"])
-        if all(state is not None for state in loaded["env_states"]):  # the very same episodes
-            for env, state in zip(envs.envs, loaded["env_states"], strict=True):
-                set_env_state(env, state)
-            obs = loaded["obs"].cpu().numpy()
-            ep_return[:], ep_length[:] = loaded["ep_return"], loaded["ep_length"]
-        else:  # e.g. Box2D, whose state cannot be saved: continue with fresh episodes
-            obs, _ = envs.reset(seed=args.seed + global_step)
+                item.load_state_dict(self.saved[name])
+        loop = self.saved["loop"]
+        self.global_step, self.gradient_updates = loop["global_step"], loop["gradient_updates"]
+        self.policy_updates, self.last_eval = loop["policy_updates"], loop["last_eval"]
+        self.episode_returns[:], self.episode_lengths[:] = loop["returns"], loop["lengths"]
+        self.recent_returns.extend(loop["recent_returns"])
+        torch.set_rng_state(self.saved["rng"]["torch"])
+        if self.device.type == "cuda" and self.saved["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(self.saved["rng"]["cuda"])
+        if loop["env_states"] is None:  # e.g. Box2D, whose state cannot be saved
             print("notice: this env's state cannot be restored; resuming with fresh episodes")
+            self.episode_returns[:], self.episode_lengths[:] = 0.0, 0
+            self.obs = self.envs.reset(seed=self.args.seed + self.global_step)[0]
+            return self.obs
+        for env, state in zip(self.envs.envs, loop["env_states"], strict=True):
+            set_env_state(env, state)
+        self.obs = loop["obs"].numpy()
+        return self.obs
 
-    def save_checkpoint() -> None:
-        if not all(torch.isfinite(p).all() for p in q_network.parameters()):
-            raise TrainingDiverged(f"non-finite Q-network weights at step {global_step}")
-        checkpoint = {
-            "args": asdict(args),
-            "global_step": global_step,
-            "iteration": iteration,
-            "gradient_updates": gradient_updates,
-            "q_network": q_network.state_dict(),
-            "target_network": target_network.state_dict(),
-            "q_optimizer": q_optimizer.state_dict(),
-            "log_alpha": log_alpha.detach().cpu(),
-            "alpha_optimizer": alpha_optimizer.state_dict(),
-            "buffer": buffer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "env_states": [get_env_state(env) for env in envs.envs],
-            "obs": torch.as_tensor(obs),
-            "ep_return": ep_return.tolist(),
-            "ep_length": ep_length.tolist(),
-            "recent_returns": list(recent_returns),
-        }
-        path = os.path.join(logger.run_dir, "checkpoint.pt")
-        torch.save(checkpoint, path + ".tmp")
-        os.replace(path + ".tmp", path)  # atomic: a crash mid-write leaves the previous one intact
+    def running(self) -> bool:
+        return self.global_step < self.args.total_timesteps and not STOP_REQUESTED.is_set()
 
-    def crossed(frequency: int) -> bool:  # did the last vector step pass a multiple of frequency?
+    def crossed(self, every: int) -> bool:
+        """Did this iteration's env steps cross a multiple of `every` (0 = never)? Tied to
+        global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
         return (
-            frequency > 0 and global_step // frequency > (global_step - args.num_envs) // frequency
+            every > 0
+            and self.global_step // every > (self.global_step - self.args.num_envs) // every
         )
 
-    def to_tensor(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(x, dtype=torch.float32, device=device)
+    def log(self, values: dict) -> None:
+        self.metrics.write(json.dumps({"global_step": self.global_step, **values}) + "\n")
+        self.metrics.flush()
+        if self.wandb is not None:
+            self.wandb.log(values, step=self.global_step)
 
-    # Ctrl-C or SIGTERM (a cluster's preemption) only raises a flag; the loop then stops between
-    # steps and saves a consistent checkpoint. A second Ctrl-C aborts at once.
-    stop = threading.Event()
+    def record_step(self, rewards, terminated, truncated) -> None:
+        self.global_step += self.args.num_envs
+        self.episode_returns += rewards
+        self.episode_lengths += 1
+        for i in np.flatnonzero(terminated | truncated):
+            self.recent_returns.append(float(self.episode_returns[i]))
+            self.log({"charts/episodic_return": float(self.episode_returns[i]),
+                      "charts/episodic_length": int(self.episode_lengths[i])})  # fmt: skip
+            self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
+        if self.learn_start is None and self.global_step > self.args.learning_starts:
+            self.learn_start = (self.global_step, time.time())  # learn_sps counts from here
 
-    def on_stop_signal(signum, frame):
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-        print("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():  # only it receives signals
-        previous_handlers = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals}
-
-    # ------------------------------------------------------------------------ training loop
-    start_time, start_step, last_print = time.time(), global_step, time.time()
-    learn_start = learn_start_step = None
-    eval_time = 0.0  # evaluation wall time after learning started, left out of learn_sps
-
-    def learn_sps() -> float | None:  # env steps per second since the first gradient update
-        if learn_start is None:
+    def learn_sps(self) -> float | None:
+        """Env steps per second since the first gradient update, evaluation time left out."""
+        if self.learn_start is None or self.global_step <= self.learn_start[0]:
             return None
-        return (global_step - learn_start_step) / (time.time() - learn_start - eval_time)
+        seconds = time.time() - self.learn_start[1] - self.eval_seconds
+        return (self.global_step - self.learn_start[0]) / seconds
 
-    try:
-        while global_step < args.total_timesteps and not stop.is_set():
-            with torch.inference_mode():
-                if global_step < args.learning_starts:
-                    actions = torch.randint(n_actions, (args.num_envs,), device=device)
-                else:  # sample the Boltzmann policy (2): the only exploration there is
-                    probs = torch.softmax(q_network(to_tensor(obs)) / log_alpha.exp(), dim=-1)
-                    try:
-                        actions = torch.multinomial(probs, 1).squeeze(1)
-                    except RuntimeError:  # it rejects NaN probabilities: the weights diverged
-                        raise TrainingDiverged(
-                            f"non-finite Q-values at step {global_step}"
-                        ) from None
-            next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
-            # SAME_STEP autoreset: an env whose episode ended already returned the next episode's
-            # first obs; the transition needs the true last obs, which is in infos["final_obs"].
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(infos.get("_final_obs", [])):
-                real_next_obs[i] = infos["final_obs"][i]
-            buffer.add(
-                obs=to_tensor(obs),
-                next_obs=to_tensor(real_next_obs),
-                actions=actions,
-                rewards=to_tensor(rewards),
-                terminated=to_tensor(terminated),
+    def log_losses(self, losses: dict) -> None:
+        if not self.crossed(self.args.log_frequency):
+            return
+        values = {key: float(value) for key, value in losses.items()}
+        if bad := [key for key, value in values.items() if not math.isfinite(value)]:
+            raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
+        self.log({**values, "charts/SPS": self.learn_sps()})
+
+    def evaluate(self) -> None:
+        start = time.time()
+        args = self.args
+        returns = evaluate(
+            self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
+        )
+        row = {
+            "eval/episodic_return": np.mean(returns),
+            "eval/episodic_return_std": np.std(returns),
+        }
+        row = {key: float(value) for key, value in row.items()}
+        diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
+        row.update({f"eval/{name}": value for name, value in diagnostics.items()})
+        self.log(row)
+        self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
+        print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} "
+              f"± {row['eval/episodic_return_std']:.1f} over {len(returns)} episodes", flush=True)  # fmt: skip
+        self.eval_seconds += time.time() - start if self.learn_start else 0.0
+
+    def saved_model(self) -> dict:
+        """model.pt's content: the `model` entries, args and report; raises on non-finite weights."""
+        model = {name: item.state_dict() if isinstance(item, nn.Module) else item.detach().cpu()
+                 for name, item in self.model.items()}  # fmt: skip
+        tensors = [
+            t
+            for item in model.values()
+            for t in (item.values() if isinstance(item, dict) else [item])
+        ]
+        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+            raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
+        saved = {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report()}
+        return {**saved, "global_step": self.global_step, **model}
+
+    def save_checkpoint(self, obs: np.ndarray) -> None:
+        checkpoint = self.saved_model()
+        checkpoint.update({name: item.state_dict() for name, item in self.training.items()})
+        env_states = [get_env_state(env) for env in self.envs.envs]
+        checkpoint["loop"] = {
+            "global_step": self.global_step, "gradient_updates": self.gradient_updates,
+            "policy_updates": self.policy_updates, "last_eval": self.last_eval,
+            "returns": self.episode_returns.tolist(), "lengths": self.episode_lengths.tolist(),
+            "recent_returns": list(self.recent_returns), "obs": torch.as_tensor(obs),
+            "env_states": None if None in env_states else env_states,
+        }  # fmt: skip
+        cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        save_atomically(checkpoint, os.path.join(self.dir, "checkpoint.pt"))
+
+    def end_iteration(self, obs: np.ndarray) -> None:
+        if self.crossed(self.args.eval_frequency) and self.global_step < self.args.total_timesteps:
+            self.evaluate()
+        if self.crossed(self.args.checkpoint_frequency):
+            self.save_checkpoint(obs)
+        if time.time() - self.last_print > 5.0:
+            self.last_print, args, sps = time.time(), self.args, self.learn_sps()
+            eta = (
+                f"{(args.total_timesteps - self.global_step) / sps / 60:5.1f} min"
+                if sps
+                else "(warm-up)"
             )
-            obs = next_obs
-            global_step += args.num_envs
-            iteration += 1
-            ep_return += rewards
-            ep_length += 1
-            for i in np.flatnonzero(terminated | truncated):
-                recent_returns.append(float(ep_return[i]))
-                logger.log(
-                    global_step,
-                    {
-                        "charts/episodic_return": float(ep_return[i]),
-                        "charts/episodic_length": int(ep_length[i]),
-                    },
-                )
-                ep_return[i], ep_length[i] = 0.0, 0
+            recent = f"{np.mean(self.recent_returns):9.1f}" if self.recent_returns else "      n/a"
+            print(f"step {self.global_step:>9,}/{args.total_timesteps:,} ({100 * self.global_step / args.total_timesteps:5.1f}%)"
+                  f" | ETA {eta} | train return {recent} | SPS {sps or 0:6.0f} | alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
+        self.obs = obs
 
-            if global_step > args.learning_starts and iteration % args.train_frequency == 0:
-                if learn_start is None:
-                    learn_start, learn_start_step = time.time(), global_step - args.num_envs
-                learning_rate = args.learning_rate
-                if args.anneal_lr:  # linear decay: a stable final network (see docstring)
-                    learning_rate *= 1.0 - (global_step - args.num_envs) / args.total_timesteps
-                for _ in range(args.gradient_steps):
-                    losses = update(learning_rate)
-                    gradient_updates += 1
-                    if gradient_updates % args.target_network_frequency == 0:
-                        update_target(q_network, target_network, args.tau)
-                    if gradient_updates % args.log_frequency == 0:
-                        qf_loss, alpha_loss, policy_entropy, value = (x.item() for x in losses)
-                        if not np.isfinite(qf_loss):
-                            raise TrainingDiverged(f"non-finite Q loss at step {global_step}")
-                        logger.log(
-                            global_step,
-                            {
-                                "losses/qf_loss": qf_loss,
-                                "losses/alpha": log_alpha.exp().item(),
-                                "losses/alpha_loss": alpha_loss,
-                                "charts/policy_entropy": policy_entropy,
-                                "losses/soft_value": value,
-                                "charts/SPS": learn_sps(),
-                            },
-                        )
+    def save_final(self, status: str) -> None:
+        """The final evaluation, checkpoint and model.pt of a run that ended well."""
+        model = self.saved_model()  # checks the weights first: a NaN model is never saved
+        if status == "finished" and (self.last_eval or {}).get("step") != self.global_step:
+            self.evaluate()  # always end with an evaluation of the final policy
+        if self.args.checkpoint_frequency or status == "interrupted":
+            self.save_checkpoint(self.obs)
+        if self.args.save_model:
+            save_atomically(model, os.path.join(self.dir, "model.pt"))
 
-            if time.time() - last_print > 5.0:
-                last_print = time.time()
-                rate = (global_step - start_step) / (last_print - start_time)
-                eta = (args.total_timesteps - global_step) / rate
-                recent = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-                print(
-                    f"step {global_step}/{args.total_timesteps} "
-                    f"({100 * global_step / args.total_timesteps:.0f}%, ETA {eta:.0f}s) "
-                    f"return {recent} SPS {rate:.0f} alpha {log_alpha.exp().item():.3g}"
-                )
-            if crossed(args.eval_frequency) and global_step < args.total_timesteps:
-                eval_start = time.time()
-                run_evaluation(global_step)
-                eval_time += time.time() - eval_start if learn_start is not None else 0.0
-            if crossed(args.checkpoint_frequency):
-                save_checkpoint()
-        if stop.is_set():
-            save_checkpoint()
-            summary.update(status="interrupted", eval_return_mean=None, eval_return_std=None)
-        else:
-            run_evaluation(global_step)
-            summary["status"] = "finished"
-    except (TrainingDiverged, KeyboardInterrupt) as err:
-        status = "diverged" if isinstance(err, TrainingDiverged) else "aborted"
-        summary.update(status=status, error=str(err), eval_return_mean=None, eval_return_std=None)
+    def finish(self, status: str) -> dict:
+        """summary.json, close everything, and the final console line."""
+        args, learn_sps = self.args, self.learn_sps()
+        last_eval = self.last_eval or {}
+        summary = {
+            "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "status": status,
+            "global_step": self.global_step, "gradient_updates": self.gradient_updates,
+            "policy_updates": self.policy_updates, "train_time_s": time.time() - self.start_time,
+            "learn_sps": learn_sps,
+            "episodic_return_last": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+            "eval_return_mean": last_eval.get("eval/episodic_return"),
+            "eval_return_std": last_eval.get("eval/episodic_return_std"),
+            "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
+            **last_eval.get("diagnostics", {}),
+        }  # fmt: skip
+        save_atomically(summary, os.path.join(self.dir, "summary.json"))
+        self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        self.envs.close()
+        self.eval_env.close()
+        evaluation = (
+            f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}"
+            if last_eval
+            else "no evaluation"
+        )
+        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | {evaluation} | results in {self.dir}", flush=True)  # fmt: skip
+        if status == "interrupted":
+            print(f"continue with: --resume {os.path.join(self.dir, 'checkpoint.pt')}", flush=True)
+        return {**summary, "run_dir": self.dir}
+
+
+def resumed_args(saved_args: dict, args: Args, typed: set[str] | None) -> Args:
+    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed.
+    Called from Python (typed=None), a flag counts as typed when it differs from its default."""
+    if typed is None:
+        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
+    merged = {**saved_args, "resume": args.resume}
+    merged.update({name: getattr(args, name) for name in RESUME_OVERRIDES & typed})
+    return Args(**{f.name: merged[f.name] for f in fields(Args) if f.name in merged})
+
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: evaluate a saved policy on its env (with video if asked); train nothing."""
+    saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
+    args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
+    try:  # a first load on CPU checks the file before anything is written
+        load_policy(saved, make_checked_env(args.env_id), torch.device("cpu"))
+    except (RuntimeError, KeyError) as err:
+        raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
+    run = Run(replace(args, num_envs=1))
+    run.start({}, {}, load_policy(saved, run.eval_env, run.device), lambda: saved["report"])
+    run.global_step = saved["global_step"]
+    run.evaluate()
+    return run.finish("evaluated")
+
+
+def main(args: Args, typed: set[str] | None = None) -> dict:
+    """Train (or, with --eval-checkpoint, evaluate) as `args` say; returns the summary and run_dir.
+    `typed` names the flags typed on the command line (it decides what a --resume overrides)."""
+    check_shared_args(args)
+    if args.eval_checkpoint:
+        return evaluate_checkpoint(args)
+    saved = None
+    if args.resume:
+        saved = load_saved(args.resume, "--resume")
+        args = resumed_args(saved["args"], args, typed)
+        check_shared_args(args)
+    run_dir = (os.path.dirname(args.resume) or ".") if saved else None  # a resumed run stays put
+    run = Run(args, saved, run_dir)
+    status = "crashed"  # stays only if an unexpected exception escapes
+    try:
+        train(args, run)
+        status = "interrupted" if STOP_REQUESTED.is_set() else "finished"
+        run.save_final(status)
+    except TrainingDiverged:
+        status = "diverged"
+        raise
+    except KeyboardInterrupt:  # main() called from Python: Ctrl-C stops at once, as it should
+        status = "aborted"
         raise
     finally:
-        for sig, handler in previous_handlers.items():
+        summary = run.finish(status)
+    return summary
+
+
+def typed_flags(argv: list[str]) -> set[str]:
+    """The Args fields named on a command line: --total-timesteps 5, --no-cuda, --seed=3."""
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return names | {name[3:] for name in names if name.startswith("no_")}
+
+
+def command_line(argv: list[str] | None = None) -> int:
+    """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
+    a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = tyro.cli(Args, args=argv)
+
+    def request_stop(signum, frame):
+        if STOP_REQUESTED.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+        print("stopping after this step, with a checkpoint (Ctrl-C again aborts)", flush=True)
+
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = main(args, typed_flags(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        envs.close()
-        summary.update(
-            global_step=global_step,
-            gradient_updates=gradient_updates,
-            train_time_s=time.time() - start_time,
-            learn_sps=learn_sps(),
-            alpha=log_alpha.exp().item(),
-        )
-        if recent_returns:
-            summary["episodic_return_last"] = float(np.mean(recent_returns))
-        if args.save_model and summary["status"] == "finished":
-            model = {
-                "q_network": q_network.state_dict(),
-                "log_alpha": log_alpha.detach().cpu(),
-                "args": asdict(args),
-                "global_step": global_step,
-            }
-            torch.save(model, os.path.join(logger.run_dir, "model.pt"))
-        result = logger.finish(summary)
-    if result["status"] == "interrupted":
-        print(f"interrupted; continue with --resume {logger.run_dir}/checkpoint.pt")
-    return result
+        STOP_REQUESTED.clear()
+    return 130 if summary["status"] == "interrupted" else 0
 
 
 if __name__ == "__main__":
-    try:
-        result = main(tyro.cli(Args))
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except TrainingDiverged as err:
-        print(f"error: training diverged: {err}; the last checkpoint.pt is kept", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    if result["status"] == "interrupted":
-        raise SystemExit(130)
+    sys.exit(command_line())

@@ -120,7 +120,8 @@ def test_smoke_writes_summary_metrics_model_and_console(in_tmp, script, capsys):
     assert required <= summary.keys()
     assert summary["algorithm"] == script and summary["status"] == "finished"
     assert summary["global_step"] == 400
-    assert summary["gradient_updates"] == 200 and summary["policy_updates"] > 0
+    assert summary["gradient_updates"] == 200  # one per env step after the 200 warm-up steps
+    assert summary["policy_updates"] == (0 if script == "sql_discrete" else 200)  # no actor there
     assert summary["learn_sps"] > 0 and summary["eval_episodes"] == 1
     assert summary == {k: v for k, v in result.items() if k != "run_dir"}
     rows = read_metrics(result["run_dir"])
@@ -157,6 +158,8 @@ CASES = [(script, TINY[script]["env_id"]) for script in SCRIPTS] + [("sac_v2", "
 def test_resume_ends_where_an_uninterrupted_run_ends(in_tmp, script, env_id):
     module = importlib.import_module(script)
     run = dict(env_id=env_id, total_timesteps=300, learning_starts=100, save_model=True, num_envs=2)
+    if script == "sql_discrete":  # its learning rate decays to 0 at --total-timesteps, so a run
+        run["anneal_lr"] = False  # extended from 150 to 300 steps has another schedule
     straight = module.main(tiny_args(script, **run, eval_frequency=150))
     first_half = module.main(
         tiny_args(
@@ -331,8 +334,11 @@ def test_a_model_diverging_between_loss_logs_is_not_saved_as_finished(in_tmp, sc
     args = tiny_args(
         script, env_id=conftest_env(script, "InfiniteReward"), total_timesteps=200,
         learning_starts=40, batch_size=8, log_frequency=10_000, save_model=True,
+        **({"loss": "mse"} if script == "sql_discrete" else {}),  # Huber's gradient stays finite
     )  # fmt: skip
-    with pytest.raises(module.TrainingDiverged, match="non-finite network weights"):
+    # sql_discrete acts by sampling softmax(Q/α), which already refuses NaN Q-values while acting
+    message = "non-finite Q-values" if script == "sql_discrete" else "non-finite network weights"
+    with pytest.raises(module.TrainingDiverged, match=message):
         module.main(args)
     (run_dir,) = Path("runs").iterdir()
     assert read_summary(run_dir)["status"] == "diverged"

@@ -1,20 +1,18 @@
-"""Tests for sql_discrete.py: soft-math against independent oracles, the training loop end to end."""
+"""Tests of sql_discrete.py: the soft math against independent oracles, the update on hand-built
+batches, the training loop's bookkeeping, its own flags, and short runs that really learn. The
+shared run harness (resume, signals, checkpoints, bad shared input) is tested in test_harness.py."""
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
+from dataclasses import asdict
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import sql_discrete as sqld
-
-SCRIPT = Path(__file__).resolve().parents[1] / "sql_discrete.py"
 
 
 def plain_soft_value(q: list[float], alpha: float) -> float:
@@ -27,6 +25,10 @@ def plain_softmax(q: list[float], alpha: float) -> list[float]:
     m = max(q)
     e = [math.exp((x - m) / alpha) for x in q]
     return [x / sum(e) for x in e]
+
+
+def plain_entropy(probs: list[float]) -> float:
+    return -sum(p * math.log(p) for p in probs if p > 0)
 
 
 # ---------------------------------------------------------------------------- soft value, policy
@@ -79,6 +81,17 @@ def test_boltzmann_policy_matches_softmax_and_sums_to_one():
         )
 
 
+def test_boltzmann_sample_draws_the_softmax_frequencies():
+    q = torch.tensor([[1.0, 0.0, -1.0, 2.0]]).expand(40_000, -1)
+    torch.manual_seed(0)
+    actions = sqld.boltzmann_sample(q, 0.7)
+    frequencies = torch.bincount(actions, minlength=4).double() / len(actions)
+    want = plain_softmax([1.0, 0.0, -1.0, 2.0], 0.7)
+    np.testing.assert_allclose(frequencies.numpy(), want, atol=0.01)  # ≈ 4 standard errors
+    with pytest.raises(sqld.TrainingDiverged, match="non-finite"):
+        sqld.boltzmann_sample(torch.tensor([[float("nan"), 0.0]]), 1.0)
+
+
 # ---------------------------------------------------------------------------- double soft-Q
 def test_double_soft_value_equals_soft_value_when_networks_agree():
     q = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 4
@@ -121,15 +134,186 @@ def test_target_masks_termination_but_not_truncation():
     np.testing.assert_allclose(y.numpy(), [1.0 + 9.0, 1.0, -2.0 + 3.6], rtol=1e-6)
 
 
-@pytest.mark.parametrize("entropy, should_grow", [(0.6, False), (0.05, True)])
-def test_temperature_update_moves_alpha_toward_the_target_entropy(entropy, should_grow):
+@pytest.mark.parametrize(
+    "entropy, target_entropy",
+    # both sides of the target, also where the entropy is small beside it (0, 0.05 against 0.3:
+    # there H + H̄ and H − H̄ have opposite signs, so a sign flip inside the loss fails)
+    [(0.6, 0.3), (0.31, 0.3), (1.0, 0.2), (0.29, 0.3), (0.05, 0.3), (0.0, 0.3), (0.01, 1.5)],
+)
+def test_temperature_update_moves_alpha_toward_the_target_entropy(entropy, target_entropy):
     log_alpha = torch.tensor(0.0, requires_grad=True)
-    optimizer = torch.optim.Adam([log_alpha], lr=0.1)
-    loss = sqld.temperature_loss(log_alpha, torch.tensor(entropy), target_entropy=0.3)
-    optimizer.zero_grad()
+    policy_entropy = torch.tensor(entropy, requires_grad=True)
+    loss = sqld.temperature_loss(log_alpha, policy_entropy, target_entropy)
     loss.backward()
-    optimizer.step()
+    assert policy_entropy.grad is None  # the temperature loss never trains the Q network
+    # J(log α) = log α·(H − H̄): its gradient is exactly H − H̄
+    assert log_alpha.grad.item() == pytest.approx(entropy - target_entropy, abs=1e-7)
+    torch.optim.SGD([log_alpha], lr=0.1).step()
+    should_grow = entropy < target_entropy  # a greedier policy than the target: raise α
     assert (log_alpha.item() > 0.0) == should_grow and log_alpha.item() != 0.0
+
+
+def test_polyak_update_writes_the_target_only_and_matches_its_formula():
+    torch.manual_seed(0)
+    online, target = sqld.QNetwork(3, 2, (8,)).double(), sqld.QNetwork(3, 2, (8,)).double()
+    online_before = [p.clone() for p in online.parameters()]
+    target_before = [p.clone() for p in target.parameters()]
+    sqld.polyak_update(target, online, tau=0.005)
+    for old, new, theta in zip(target_before, target.parameters(), online_before, strict=True):
+        torch.testing.assert_close(new, 0.995 * old + 0.005 * theta, atol=1e-15, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), online_before, strict=True))
+    sqld.polyak_update(target, online, tau=1.0)  # τ = 1: an exact hard copy
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online_before, strict=True))
+
+
+# ---------------------------------------------------------------------------- the update
+def constant_q(values, obs_dim=2) -> sqld.QNetwork:
+    """A QNetwork whose output is the constant vector `values` (one per action) for every obs."""
+    network = sqld.QNetwork(obs_dim, len(values), (8,))
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.zero_()
+        network.net[-1].bias.copy_(torch.tensor(values))
+    return network
+
+
+def optimizers(q_network, log_alpha, autotune=True):
+    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-3)
+    return q_optimizer, torch.optim.Adam([log_alpha], lr=0.01) if autotune else None
+
+
+def hand_batch():
+    """Rows: terminated, truncated (stored with terminated = 0), ordinary; actions 0, 1, 2."""
+    obs, next_obs = torch.randn(3, 2), torch.randn(3, 2)
+    actions, rewards = torch.tensor([0, 1, 2]), torch.tensor([1.0, 2.0, -0.5])
+    return [obs, next_obs, actions, rewards, torch.tensor([1.0, 0.0, 0.0])]
+
+
+@pytest.mark.parametrize("double_soft_q", [False, True])
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_update_losses_on_a_hand_built_batch(double_soft_q, loss):
+    q_online, q_next = [0.5, -1.0, 3.0], [2.0, 0.0, -1.0]  # Q_θ(s, ·), Q̄(s′, ·) for every state
+    q_network, target_network = constant_q(q_online), constant_q(q_next).requires_grad_(False)
+    alpha, gamma, target_entropy = 0.5, 0.9, 0.4
+    log_alpha = torch.tensor(math.log(alpha), requires_grad=True)
+    result = sqld.update(
+        hand_batch(), q_network, target_network, log_alpha, *optimizers(q_network, log_alpha),
+        learning_rate=1e-3, gamma=gamma, tau=0.005, target_entropy=target_entropy,
+        double_soft_q=double_soft_q, loss=loss,
+    )  # fmt: skip
+
+    pi = plain_softmax(q_online, alpha)  # the online network's Boltzmann policy
+    if double_soft_q:  # (6): α log Z₁ + E_{π₁}[Q̄ − Q_θ]
+        next_value = plain_soft_value(q_online, alpha) + sum(
+            p * (b - a) for p, a, b in zip(pi, q_online, q_next, strict=True)
+        )
+    else:  # (1) on the target network
+        next_value = plain_soft_value(q_next, alpha)
+    targets = [1.0, 2.0 + gamma * next_value, -0.5 + gamma * next_value]
+    errors = [q_online[a] - y for a, y in zip([0, 1, 2], targets, strict=True)]
+    huber = [0.5 * e * e if abs(e) < 1 else abs(e) - 0.5 for e in errors]
+    want = np.mean(huber if loss == "huber" else [e * e for e in errors])
+    assert result["losses/qf_loss"].item() == pytest.approx(want, rel=1e-5)
+    assert result["losses/soft_value"].item() == pytest.approx(next_value, rel=1e-5)
+    assert result["losses/alpha"].item() == pytest.approx(alpha, rel=1e-6)
+    assert result["charts/policy_entropy"].item() == pytest.approx(plain_entropy(pi), rel=1e-5)
+    entropy_gap = plain_entropy(pi) - target_entropy
+    assert result["losses/alpha_loss"].item() == pytest.approx(math.log(alpha) * entropy_gap)
+    assert not any(value.requires_grad for value in result.values())  # detached
+
+
+@pytest.mark.parametrize(
+    "q_values, alpha_should", [([0.0, 0.0, 0.0], "fall"), ([9.0, 0.0, 0.0], "rise")]
+)
+def test_update_moves_alpha_toward_the_target_entropy(q_values, alpha_should):
+    # equal Q values: π uniform, entropy log 3 above H̄ = 0.3 log 3; one Q value 9 higher at α = 1:
+    # π nearly greedy, entropy 0.0015, far below H̄
+    q_network, target_network = constant_q(q_values), constant_q([0.0, 0.0, 0.0])
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    sqld.update(
+        hand_batch(), q_network, target_network.requires_grad_(False), log_alpha,
+        *optimizers(q_network, log_alpha), 1e-3, 0.99, 0.005, 0.3 * math.log(3),
+    )  # fmt: skip
+    assert (log_alpha.item() > 0) == (alpha_should == "rise") and log_alpha.item() != 0
+
+
+def test_update_steps_alpha_on_the_online_network_not_the_target():
+    """The policy whose entropy drives α is the online network's: other targets, same α step."""
+    steps = []
+    for target_values in ([0.0, 0.0, 0.0], [5.0, -3.0, 1.0]):
+        q_network = constant_q([1.0, 0.0, -0.5])
+        log_alpha = torch.tensor(0.0, requires_grad=True)
+        result = sqld.update(
+            hand_batch(), q_network, constant_q(target_values).requires_grad_(False), log_alpha,
+            *optimizers(q_network, log_alpha), 1e-3, 0.99, 0.005, 0.3,
+        )  # fmt: skip
+        steps.append((log_alpha.item(), result["charts/policy_entropy"].item()))
+    assert steps[0] == steps[1] and steps[0][0] != 0.0
+
+
+def test_update_trains_q_at_the_given_rate_and_moves_the_target_only_when_asked():
+    torch.manual_seed(0)
+    q_network, target_network = sqld.QNetwork(2, 3, (8,)), sqld.QNetwork(2, 3, (8,))
+    target_network.requires_grad_(False)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    q_optimizer, alpha_optimizer = optimizers(q_network, log_alpha)
+    weights = lambda net: [p.detach().clone() for p in net.parameters()]  # noqa: E731
+    q_before, target_before = weights(q_network), weights(target_network)
+
+    def step(learning_rate, update_target, alpha_optimizer=alpha_optimizer):
+        sqld.update(
+            hand_batch(), q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
+            learning_rate, 0.99, 0.25, 0.3, update_target=update_target,
+        )  # fmt: skip
+        assert q_optimizer.param_groups[0]["lr"] == learning_rate
+
+    step(0.0, update_target=False)  # learning rate 0: Q stays; the target is left alone
+    assert all(map(torch.equal, weights(q_network), q_before))
+    assert all(map(torch.equal, weights(target_network), target_before))
+    assert log_alpha.item() != 0.0  # the temperature has its own optimizer and rate
+    step(1e-2, update_target=False)
+    assert not all(map(torch.equal, weights(q_network), q_before))
+    assert all(map(torch.equal, weights(target_network), target_before))
+    step(1e-2, update_target=True)  # θ̄ ← τθ + (1 − τ)θ̄ with the θ of this step
+    for new, old, theta in zip(
+        weights(target_network), target_before, weights(q_network), strict=True
+    ):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * theta)
+    fixed = log_alpha.item()
+    step(1e-2, update_target=False, alpha_optimizer=None)  # --no-autotune: α stays
+    assert log_alpha.item() == fixed
+
+
+# ---------------------------------------------------------------------------- evaluation policy
+def test_evaluation_policy_is_greedy_or_a_seeded_boltzmann_sample():
+    torch.manual_seed(0)
+    q_network = sqld.QNetwork(4, 2, (16,))
+    obs = torch.randn(64, 4)
+    greedy = sqld.evaluation_policy(q_network, torch.tensor(0.0))
+    with torch.no_grad():
+        np.testing.assert_array_equal(greedy(obs), q_network(obs).argmax(-1).numpy())
+    # stochastic: through the harness's evaluate, seeded per episode and without touching the
+    # training run's random stream
+    stochastic = sqld.evaluation_policy(q_network, torch.tensor(math.log(10.0)), stochastic=True)
+    env, device = gym.make("CartPole-v1"), torch.device("cpu")
+    rng_before = torch.get_rng_state()
+    runs = [sqld.evaluate(stochastic, env, 3, 7, device) for _ in range(2)]
+    assert runs[0] == runs[1] and torch.equal(torch.get_rng_state(), rng_before)
+    assert runs[0] != sqld.evaluate(greedy, env, 3, 7, device)  # it really samples
+
+
+def test_load_policy_rebuilds_the_saved_evaluation_policy():
+    torch.manual_seed(0)
+    args = sqld.Args(hidden_sizes=(16, 8))
+    q_network = sqld.QNetwork(4, 2, args.hidden_sizes)
+    saved = {"args": asdict(args), "q_network": q_network.state_dict()}
+    saved["log_alpha"] = torch.tensor(0.0)
+    policy = sqld.load_policy(saved, gym.make("CartPole-v1"), torch.device("cpu"))
+    obs = torch.randn(32, 4)
+    with torch.no_grad():
+        np.testing.assert_array_equal(policy(obs), q_network(obs).argmax(-1).numpy())
+    with pytest.raises(RuntimeError):  # a network of another env: the harness's usage error
+        sqld.load_policy(saved, gym.make("Acrobot-v1"), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -155,6 +339,10 @@ def read_run(result: dict) -> tuple[dict, list[dict]]:
     return summary, metrics
 
 
+def load_checkpoint(result: dict) -> dict:
+    return torch.load(Path(result["run_dir"]) / "checkpoint.pt", weights_only=True)
+
+
 def test_replay_stores_true_final_obs_and_termination_only(in_tmp):
     # CountingDiscrete: obs = [t, episode]; even episodes terminate at t = 3, odd ones are
     # truncated by the time limit at t = 5; the reward is t after the step.
@@ -166,7 +354,7 @@ def test_replay_stores_true_final_obs_and_termination_only(in_tmp):
             checkpoint_frequency=400,
         )
     )
-    buffer = torch.load(Path(result["run_dir"]) / "checkpoint.pt", weights_only=True)["buffer"]
+    buffer = load_checkpoint(result)["buffer"]
     t, episode = buffer["obs"][:, 0], buffer["obs"][:, 1]
     next_t, next_episode = buffer["next_obs"][:, 0], buffer["next_obs"][:, 1]
     # SAME_STEP autoreset hands back the next episode's first obs; the buffer must hold the
@@ -182,178 +370,75 @@ def test_replay_stores_true_final_obs_and_termination_only(in_tmp):
 
 @pytest.mark.parametrize(
     "env_id, num_envs, updates",
-    # 600 env steps, learning from step 101: 500 updates, or with 3 envs one per vector step
-    # from step 102 to 600, i.e. 167.
+    # 600 env steps, learning from step 101: 500 updates, or with 3 envs 3 updates per vector
+    # step from step 102 to 600 (167 vector steps), i.e. 501.
     [
         ("CartPole-v1", 1, 500),
         ("Acrobot-v1", 1, 500),
-        ("MountainCar-v0", 3, 167),
+        ("MountainCar-v0", 3, 501),
         ("LunarLander-v3", 1, 500),
     ],
 )
 def test_smoke_runs_perform_gradient_updates(env_id, num_envs, updates, in_tmp):
-    args = tiny_args(
-        env_id=env_id, num_envs=num_envs, eval_episodes=1, double_soft_q=env_id == "Acrobot-v1"
-    )
+    double_soft_q = env_id == "Acrobot-v1"
+    args = tiny_args(env_id=env_id, num_envs=num_envs, eval_episodes=1, double_soft_q=double_soft_q)
     summary, metrics = read_run(sqld.main(args))
-    required = {
-        "algorithm",
-        "env_id",
-        "seed",
-        "global_step",
-        "gradient_updates",
-        "policy_updates",
-        "train_time_s",
-        "learn_sps",
-        "episodic_return_last",
-        "eval_return_mean",
-        "eval_return_std",
-        "eval_episodes",
-        "alpha",
-    }
-    assert required <= summary.keys() and summary["env_id"] == env_id
-    assert summary["status"] == "finished"
+    assert summary["algorithm"] == "sql_discrete" and summary["env_id"] == env_id
+    assert summary["status"] == "finished" and summary["double_soft_q"] == double_soft_q
     assert summary["global_step"] == 600 and summary["gradient_updates"] == updates
+    assert summary["policy_updates"] == 0  # no sampler or actor: π is the Boltzmann policy of Q
+    n_actions = gym.make(env_id).action_space.n
+    assert summary["target_entropy"] == pytest.approx(0.3 * math.log(n_actions))
     assert math.isfinite(summary["eval_return_mean"]) and summary["learn_sps"] > 0
+    keys = ["losses/qf_loss", "losses/alpha", "losses/alpha_loss", "charts/policy_entropy"]
+    keys.append("losses/soft_value")
     losses = [m for m in metrics if "losses/qf_loss" in m]
-    assert len(losses) == updates // 50 and all(math.isfinite(m["losses/qf_loss"]) for m in losses)
-    episodes = [m for m in metrics if "charts/episodic_return" in m]
-    assert episodes and summary["episodic_return_last"] == pytest.approx(
-        np.mean([m["charts/episodic_return"] for m in episodes[-10:]])
-    )
+    # at each vector step that crosses a multiple of 50 once updates began: 150, 200, ..., 600
+    # (with 3 envs the first update, at step 102, also crosses 100)
+    first = 2 if num_envs == 3 else 3
+    assert [m["global_step"] // 50 for m in losses] == list(range(first, 13))
+    assert all(math.isfinite(m[key]) for m in losses for key in keys)
     assert summary["alpha"] != 1.0  # autotune moved the temperature
 
 
-def test_stochastic_evaluation_is_seeded_and_leaves_the_training_rng_alone():
-    q_network = sqld.QNetwork(4, 2, (16,))
-    rng_before = torch.get_rng_state()
-    runs = [
-        sqld.evaluate(q_network, "CartPole-v1", 3, 7, torch.device("cpu"), 10.0, True)
-        for _ in range(2)
-    ]
-    assert runs[0] == runs[1] and torch.equal(torch.get_rng_state(), rng_before)
-
-
-RUN = dict(double_soft_q=True, save_model=True, total_timesteps=800)
-
-
-def in_dir(directory: Path, **overrides) -> dict:
-    """main() run from `directory`, with run_dir made absolute."""
-    cwd = os.getcwd()
-    os.chdir(directory)
-    try:
-        result = sqld.main(tiny_args(**(RUN | overrides)))
-    finally:
-        os.chdir(cwd)
-    return result | {"run_dir": str(directory / result["run_dir"])}
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory) -> dict:
-    """One uninterrupted 800-step run that the determinism and resume tests compare against."""
-    return in_dir(tmp_path_factory.mktemp("straight"))
-
-
-def assert_same_run(a: dict, b: dict) -> None:
-    for key in (
-        "global_step",
-        "gradient_updates",
-        "episodic_return_last",
-        "eval_return_mean",
-        "alpha",
-    ):
-        assert a[key] == b[key], key
-    wa, wb = (
-        torch.load(Path(r["run_dir"]) / "model.pt", weights_only=True)["q_network"] for r in (a, b)
-    )
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def test_same_seed_gives_the_same_run(straight_run, tmp_path):
-    assert_same_run(straight_run, in_dir(tmp_path))
-    assert in_dir(tmp_path, seed=2)["alpha"] != straight_run["alpha"]
-
-
-def test_resumed_run_ends_where_the_straight_run_ends(tmp_path):
-    # A run stopped by its budget at T/2 had a learning-rate schedule over T/2, so compare
-    # without annealing here; the Ctrl-C test below covers resuming an annealed run.
-    # Hard target copies here (the other runs use Polyak averaging), to cover both.
-    fixed = dict(anneal_lr=False, tau=1.0, target_network_frequency=50)
-    straight = in_dir(tmp_path, exp_name="straight", **fixed)
-    half = in_dir(tmp_path, exp_name="half", total_timesteps=400, checkpoint_frequency=400, **fixed)
-    checkpoint = Path(half["run_dir"]) / "checkpoint.pt"
-    assert_same_run(straight, in_dir(tmp_path, exp_name="resumed", resume=str(checkpoint), **fixed))
-    with pytest.raises(sqld.UsageError, match="--env-id CartPole-v1"):
-        in_dir(tmp_path, env_id="Acrobot-v1", resume=str(checkpoint))
-
-
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_stop_signal_checkpoints_and_the_run_resumes_exactly(
-    stop_signal, straight_run, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    "train_frequency, gradient_steps, updates",
+    # 600 env steps with 2 envs, learning from step 102: vector steps 51 to 300 (250 of them)
+    [
+        (1, 1, 500),  # one update per env step; before the fix, one per vector step: 250
+        (2, 1, 250),  # rounds on the 125 even vector steps, 2 updates each: ½ per env step
+        (1, 3, 1500),  # 3 updates per env step
+    ],
+)
+def test_each_env_step_gets_gradient_steps_per_train_frequency_updates(
+    train_frequency, gradient_steps, updates, in_tmp
 ):
-    real_evaluate = sqld.evaluate
-
-    def evaluate_then_signal(*args, **kwargs):
-        os.kill(os.getpid(), stop_signal)  # a user's Ctrl-C or a cluster's preemption, mid-run
-        return real_evaluate(*args, **kwargs)
-
-    handlers_before = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)]
-    monkeypatch.setattr(sqld, "evaluate", evaluate_then_signal)
-    interrupted = in_dir(tmp_path, exp_name="interrupted", eval_frequency=300)
-    assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] == handlers_before
-    monkeypatch.undo()
-    summary = json.loads((Path(interrupted["run_dir"]) / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["global_step"] == 300
-    assert (
-        summary["eval_return_mean"] is None
-        and not (Path(interrupted["run_dir"]) / "model.pt").exists()
-    )
-    checkpoint = Path(interrupted["run_dir"]) / "checkpoint.pt"
-    # Evaluations do not touch the training RNG stream, so the resumed run matches exactly.
-    resumed = in_dir(tmp_path, exp_name="resumed", resume=str(checkpoint))
-    assert resumed["status"] == "finished"
-    assert_same_run(straight_run, resumed)
-
-
-def test_eval_checkpoint_reproduces_the_final_evaluation(straight_run, in_tmp):
-    model = Path(straight_run["run_dir"]) / "model.pt"
-    args = sqld.Args(
-        eval_checkpoint=str(model),
-        env_id="Acrobot-v1",
-        eval_episodes=2,
-        capture_video=True,
-        cuda=False,
-    )
-    evaluated = sqld.main(args)
-    assert evaluated["env_id"] == "CartPole-v1"  # the model's env, not the command line's
-    assert evaluated["eval_return_mean"] == straight_run["eval_return_mean"]
-    assert evaluated["gradient_updates"] == 0 and evaluated["global_step"] == 800
-    assert list(Path(evaluated["run_dir"]).glob("videos/**/*.mp4"))
-
-
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(in_tmp):
     args = tiny_args(
-        env_id="softrl-test/InfiniteRewardDiscrete-v0",
-        learning_starts=200,
-        checkpoint_frequency=200,
-        log_frequency=10,
+        num_envs=2, train_frequency=train_frequency, gradient_steps=gradient_steps, eval_episodes=1
     )
-    with pytest.raises(sqld.TrainingDiverged):
-        sqld.main(args)
-    (run_dir,) = Path("runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["global_step"] < 400
-    kept = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert kept["global_step"] == 200
-    assert all(torch.isfinite(p).all() for p in kept["q_network"].values())
+    assert sqld.main(args)["gradient_updates"] == updates
 
 
-def test_track_logs_to_wandb_offline_inside_the_run_directory(in_tmp, monkeypatch):
-    pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    result = sqld.main(tiny_args(track=True, total_timesteps=300))
-    assert list(Path(result["run_dir"]).glob("wandb/offline-run-*"))
+def test_hard_target_copies_every_target_network_frequency_updates(in_tmp):
+    fixed = dict(anneal_lr=False, tau=1.0, target_network_frequency=300, save_model=True)
+    runs = {}
+    for name, steps in (("full", 600), ("at_copy", 400)):  # 500 updates, or stop after the 300th
+        result = sqld.main(tiny_args(exp_name=name, total_timesteps=steps, **fixed))
+        runs[name] = torch.load(Path(result["run_dir"]) / "model.pt", weights_only=True)
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    # the same run up to step 400, so the full run's target is its Q after the 300th update
+    assert same(runs["full"]["target_network"], runs["at_copy"]["q_network"])
+    assert same(runs["at_copy"]["target_network"], runs["at_copy"]["q_network"])
+    assert not same(runs["full"]["target_network"], runs["full"]["q_network"])
+
+
+@pytest.mark.parametrize("anneal_lr", [True, False])
+def test_learning_rate_decays_linearly_to_zero_at_total_timesteps(anneal_lr, in_tmp):
+    args = tiny_args(anneal_lr=anneal_lr, checkpoint_frequency=600, eval_episodes=1)
+    learning_rate = load_checkpoint(sqld.main(args))["q_optimizer"]["param_groups"][0]["lr"]
+    # the last round, at env step 600, uses the rate of the step before it: 1 − 599/600 of it
+    want = args.learning_rate * (1 - 599 / 600) if anneal_lr else args.learning_rate
+    assert learning_rate == pytest.approx(want, rel=1e-9)
 
 
 def test_compiled_losses_train(in_tmp):
@@ -364,33 +449,27 @@ def test_compiled_losses_train(in_tmp):
 
 
 # ---------------------------------------------------------------------------- bad input (CONVENTIONS §7)
-def run_script(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *argv], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(
-    "argv, message",
+    "overrides, message",
     [
-        (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
-        (["--env-id", "Pendulum-v1"], "needs a Discrete one"),
-        (["--env-id", "FrozenLake-v1"], "flat Box"),
-        (["--batch-size", "512", "--buffer-size", "256"], "must be at most --buffer-size"),
-        (["--total-timesteps", "0"], "--total-timesteps must be positive"),
-        (["--learning-rate", "-1"], "--learning-rate must be positive"),
-        (["--resume", "missing.pt"], "does not exist"),
-        (["--resume", "corrupt.pt"], "cannot read"),
+        ({"env_id": "Pendulum-v1"}, "needs a Discrete one"),
+        ({"env_id": "FrozenLake-v1"}, "flat Box"),
+        ({"learning_rate": -1.0}, "--learning-rate must be positive"),
+        ({"alpha": 0.0}, "--alpha must be positive"),
+        ({"alpha": float("inf")}, "--alpha must be positive"),
+        ({"alpha_lr": 0.0}, "--alpha-lr must be positive"),
+        ({"target_network_frequency": 0}, "--target-network-frequency must be positive"),
+        ({"train_frequency": 0}, "--train-frequency must be positive"),
+        ({"gradient_steps": 0}, "--gradient-steps must be positive"),
+        ({"target_entropy_scale": 1.0}, "--target-entropy-scale must be in"),
+        ({"hidden_sizes": ()}, "--hidden-sizes must be positive"),
+        ({"hidden_sizes": (32, 0)}, "--hidden-sizes must be positive"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, message, tmp_path):
-    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
-    proc = run_script(*argv, "--no-cuda", cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists()
+def test_bad_input_of_its_own_flags_is_a_usage_error_and_writes_nothing(overrides, message, in_tmp):
+    with pytest.raises(sqld.UsageError, match=message):
+        sqld.main(tiny_args(**overrides))
+    assert not (in_tmp / "runs").exists()
 
 
 # ---------------------------------------------------------------------------- learning
