@@ -379,7 +379,8 @@ def deterministic_policy(actor: Actor):
     return lambda obs: actor.to_env_action(torch.tanh(actor(obs)[0]))
 
 
-def load_policy(saved: dict, env: gym.Env, device: torch.device):
+def load_policy(saved: dict, args: Args, env: gym.Env, device: torch.device):
+    """The deterministic policy of a saved actor (it has no evaluation flags)."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
     actor = Actor(obs_dim, act_dim, saved["args"]["hidden_dim"], low, high)
@@ -463,7 +464,8 @@ The algorithm above hands it:
   Args                             the flags (the shared ones mean the same in every script)
   check_args(args)                 raises UsageError for the algorithm's own bad flags
   check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
-  load_policy(saved, env, device)  the evaluation policy of a saved model.pt / checkpoint.pt
+  load_policy(saved, args, env, device)  the evaluation policy of a saved model.pt/checkpoint.pt
+                                   (networks as saved, evaluation flags from `args`)
   train(args, run)                 the training loop, which drives the Run:
       obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
           buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
@@ -856,11 +858,12 @@ def evaluate_checkpoint(args: Args) -> dict:
     saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
     args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
     try:  # a first load on CPU checks the file before anything is written
-        load_policy(saved, make_checked_env(args.env_id), torch.device("cpu"))
+        load_policy(saved, args, make_checked_env(args.env_id), torch.device("cpu"))
     except (RuntimeError, KeyError) as err:
         raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
     run = Run(replace(args, num_envs=1))
-    run.start({}, {}, load_policy(saved, run.eval_env, run.device), lambda: saved["report"])
+    policy = load_policy(saved, args, run.eval_env, run.device)
+    run.start({}, {}, policy, lambda: saved["report"])
     run.global_step = saved["global_step"]
     run.evaluate()
     return run.finish("evaluated")

@@ -360,12 +360,13 @@ def evaluation_policy(q_network: QNetwork, log_alpha: torch.Tensor, stochastic: 
     return act
 
 
-def load_policy(saved: dict, env: gym.Env, device: torch.device):
+def load_policy(saved: dict, args: Args, env: gym.Env, device: torch.device):
+    """The saved Q network and α, evaluated as this command line asks (--eval-stochastic)."""
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
     q_network = QNetwork(obs_dim, n_actions, tuple(saved["args"]["hidden_sizes"]))
     q_network.load_state_dict(saved["q_network"])
     log_alpha = saved["log_alpha"].to(device)
-    return evaluation_policy(q_network.to(device), log_alpha, saved["args"]["eval_stochastic"])
+    return evaluation_policy(q_network.to(device), log_alpha, args.eval_stochastic)
 
 
 def train(args: Args, run: Run) -> None:
@@ -452,7 +453,8 @@ The algorithm above hands it:
   Args                             the flags (the shared ones mean the same in every script)
   check_args(args)                 raises UsageError for the algorithm's own bad flags
   check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
-  load_policy(saved, env, device)  the evaluation policy of a saved model.pt / checkpoint.pt
+  load_policy(saved, args, env, device)  the evaluation policy of a saved model.pt/checkpoint.pt
+                                   (networks as saved, evaluation flags from `args`)
   train(args, run)                 the training loop, which drives the Run:
       obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
           buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
@@ -845,11 +847,12 @@ def evaluate_checkpoint(args: Args) -> dict:
     saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
     args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
     try:  # a first load on CPU checks the file before anything is written
-        load_policy(saved, make_checked_env(args.env_id), torch.device("cpu"))
+        load_policy(saved, args, make_checked_env(args.env_id), torch.device("cpu"))
     except (RuntimeError, KeyError) as err:
         raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
     run = Run(replace(args, num_envs=1))
-    run.start({}, {}, load_policy(saved, run.eval_env, run.device), lambda: saved["report"])
+    policy = load_policy(saved, args, run.eval_env, run.device)
+    run.start({}, {}, policy, lambda: saved["report"])
     run.global_step = saved["global_step"]
     run.evaluate()
     return run.finish("evaluated")

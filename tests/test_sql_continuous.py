@@ -420,8 +420,12 @@ def test_eval_policy_flag_evaluates_the_sampler_in_training_and_from_a_saved_mod
     sampled = sqlc.main(tiny_args(eval_policy="sampler", save_model=True))
     assert sampled["eval_return_mean"] != greedy["eval_return_mean"]  # the same run, other policy
     model_path = str(Path(sampled["run_dir"]) / "model.pt")
-    again = sqlc.main(sqlc.Args(eval_checkpoint=model_path, eval_episodes=1, cuda=False))
-    assert again["eval_return_mean"] == sampled["eval_return_mean"]  # the saved choice holds
+    evaluate = lambda mode: sqlc.main(  # noqa: E731
+        sqlc.Args(eval_checkpoint=model_path, eval_episodes=1, eval_policy=mode, cuda=False)
+    )
+    # --eval-checkpoint evaluates the saved networks as its own command line asks
+    assert evaluate("sampler")["eval_return_mean"] == sampled["eval_return_mean"]
+    assert evaluate("greedy")["eval_return_mean"] != sampled["eval_return_mean"]
     with pytest.raises(sqlc.UsageError, match="--eval-policy must be greedy or sampler"):
         sqlc.main(tiny_args(eval_policy="mean"))
 

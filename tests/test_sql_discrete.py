@@ -308,12 +308,12 @@ def test_load_policy_rebuilds_the_saved_evaluation_policy():
     q_network = sqld.QNetwork(4, 2, args.hidden_sizes)
     saved = {"args": asdict(args), "q_network": q_network.state_dict()}
     saved["log_alpha"] = torch.tensor(0.0)
-    policy = sqld.load_policy(saved, gym.make("CartPole-v1"), torch.device("cpu"))
+    policy = sqld.load_policy(saved, args, gym.make("CartPole-v1"), torch.device("cpu"))
     obs = torch.randn(32, 4)
     with torch.no_grad():
         np.testing.assert_array_equal(policy(obs), q_network(obs).argmax(-1).numpy())
     with pytest.raises(RuntimeError):  # a network of another env: the harness's usage error
-        sqld.load_policy(saved, gym.make("Acrobot-v1"), torch.device("cpu"))
+        sqld.load_policy(saved, args, gym.make("Acrobot-v1"), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------- training loop
