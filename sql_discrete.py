@@ -629,11 +629,7 @@ class Run:
         metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
         if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
             with open(metrics_path) as f:
-                rows = [
-                    row
-                    for row in f
-                    if json.loads(row)["global_step"] <= saved["loop"]["global_step"]
-                ]
+                rows = [row for row in f if json.loads(row)["global_step"] <= saved["global_step"]]
         self.metrics = open(metrics_path, "w")  # noqa: SIM115 (closed in finish)
         self.metrics.writelines(rows)
         self.wandb = None
@@ -687,10 +683,8 @@ class Run:
     def crossed(self, every: int) -> bool:
         """Did this iteration's env steps cross a multiple of `every` (0 = never)? Tied to
         global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
-        return (
-            every > 0
-            and self.global_step // every > (self.global_step - self.args.num_envs) // every
-        )
+        step = self.global_step
+        return every > 0 and step // every > (step - self.args.num_envs) // every
 
     def log(self, values: dict) -> None:
         self.metrics.write(json.dumps({"global_step": self.global_step, **values}) + "\n")
@@ -731,17 +725,14 @@ class Run:
         returns = evaluate(
             self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
         )
-        row = {
-            "eval/episodic_return": np.mean(returns),
-            "eval/episodic_return_std": np.std(returns),
-        }
-        row = {key: float(value) for key, value in row.items()}
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        row = {"eval/episodic_return": mean, "eval/episodic_return_std": std}
         diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
         row.update({f"eval/{name}": value for name, value in diagnostics.items()})
         self.log(row)
         self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
-        print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} "
-              f"± {row['eval/episodic_return_std']:.1f} over {len(returns)} episodes", flush=True)  # fmt: skip
+        step, n = self.global_step, len(returns)
+        print(f"eval  step {step:>9,}: return {mean:.1f} ± {std:.1f} over {n} episodes", flush=True)
         self.eval_seconds += time.time() - start if self.learn_start else 0.0
 
     def saved_model(self) -> dict:
