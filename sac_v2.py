@@ -41,7 +41,8 @@ Departures from the paper, and why:
   paper's one gradient step per env step.
 - `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
   weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
-  AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's.
+  AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's. Where
+  bfloat16 is emulated (AVX2-only CPUs) it is ≈ 17× slower: leave it off there.
 
 Usage:  python sac_v2.py --env-id Walker2d-v4      (see --help for every flag)
 """
@@ -101,7 +102,8 @@ class Args:
     """entropy target H̄ for autotune, in nats of the [−1, 1] action; None means −dim(A)"""
     bf16: bool = False
     """run the update's hidden layers in bfloat16 autocast (float32 weights, optimizer state, output
-    layers and losses); pays on CPUs with AVX-512 BF16/AMX and on recent GPUs"""
+    layers and losses); pays on CPUs with AVX-512 BF16/AMX and on recent GPUs, and is far slower
+    where bfloat16 is emulated (an AVX2-only CPU: 5 instead of 84 SPS on Walker2d)"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run directory's name)"""
@@ -112,7 +114,8 @@ class Args:
     cuda: bool = True
     """use CUDA when it is available (falls back to CPU with a notice)"""
     torch_threads: int = 0
-    """CPU threads of torch's operators (0 = torch's default: one per core)"""
+    """CPU threads of torch's operators (0 = half the cores, at most 4, so that runs sharing the
+    machine do not fight over cores; README has the measurements)"""
     track: bool = False
     """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
     wandb_project_name: str = "softrl"
@@ -606,8 +609,10 @@ class Run:
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        if args.torch_threads:
-            torch.set_num_threads(args.torch_threads)
+        # More threads than free cores make torch's thread pool spin against other runs (a 10×
+        # slowdown measured with three runs on 2 cores); small MLPs gain little past 4 threads.
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(args.torch_threads or max(1, min(4, cores // 2)))
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         if args.cuda and self.device.type == "cpu":
             print("notice: CUDA is not available, running on CPU", flush=True)

@@ -36,15 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = {"sac_v2": "sac", "sac_v1": "sac", "sql_continuous": "sac", "sql_discrete": "dqn"}
 
 
-def contenders(script: str, env_id: str, learning_starts: int, total: int) -> dict[str, list]:
+def contenders(
+    script: str, env_id: str, learning_starts: int, total: int, bf16: bool = True
+) -> dict[str, list]:
     """name -> command line; every command writes runs/<run>/summary.json with its learn_sps."""
     common = ["--env-id", env_id, "--total-timesteps", str(total)]
     common += ["--learning-starts", str(learning_starts), "--eval-frequency", "0"]
     common += ["--eval-episodes", "1"]  # the final evaluation is not timed; keep it short
     peer = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", PEER[script]]
     commands = {f"softrl {script}": [sys.executable, str(ROOT / f"{script}.py"), *common]}
-    commands[f"softrl {script}"].append("--no-cuda")
-    if script == "sac_v2":  # its optional bfloat16 autocast mode, measured separately
+    # Every contender gets the threads torch gives SB3 by default (the softrl scripts' own
+    # default is smaller, for runs that share the machine: see benchmarks/concurrency.py).
+    commands[f"softrl {script}"] += ["--no-cuda", "--torch-threads", str(torch.get_num_threads())]
+    if script == "sac_v2" and bf16:  # its optional bfloat16 autocast mode, measured separately
         commands["softrl sac_v2 --bf16"] = [*commands["softrl sac_v2"], "--bf16"]
     if script == "sql_discrete":  # SB3 at its default threads and at one thread
         commands["SB3 DQN, 1 thread"] = [*peer, *common, "--torch-threads", "1"]
@@ -152,6 +156,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--learn-steps", type=int, default=2000, help="env steps with updates")
+    parser.add_argument(
+        "--no-bf16",
+        dest="bf16",
+        action="store_false",
+        help="leave out sac_v2 --bf16 (on a CPU without AVX-512 BF16 it is emulated and very slow)",
+    )
     args = parser.parse_args()
     if args.env_id is None:
         args.env_id = "CartPole-v1" if args.script == "sql_discrete" else "Walker2d-v4"
@@ -161,7 +171,7 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"float32 matmul peak here: {peak:.0f} GFLOP/s", end="")
     print(f"; one update: {flops / 1e9:.4f} GFLOP" if flops else "")
-    commands = contenders(args.script, args.env_id, args.learning_starts, total)
+    commands = contenders(args.script, args.env_id, args.learning_starts, total, args.bf16)
     names = list(commands)
     sps: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(args.rounds):
@@ -177,14 +187,15 @@ def main() -> None:
         f"# Learn-phase SPS: {args.script} on {args.env_id}",
         "",
         f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; float32, CPU; "
-        "each contender with its own default thread count unless its name says otherwise.",
+        f"every contender with torch's default {torch.get_num_threads()} threads unless its name "
+        "says otherwise.",
         f"Work per env step: {WORK[args.script]}. Each run: {args.learning_starts} random steps, "
         f"then {args.learn_steps} steps with updates; SPS counts the latter. {args.rounds} "
         "alternating rounds.",
         "",
         f"Command: `python benchmarks/speed.py --script {args.script} --env-id {args.env_id} "
         f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
-        f"--learn-steps {args.learn_steps}`",
+        f"--learn-steps {args.learn_steps}{'' if args.bf16 else ' --no-bf16'}`",
         "",
     ]
     if flops:

@@ -3,6 +3,7 @@ main() and command line: the copies are one text, and every script's algorithm p
 
 import importlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -136,6 +137,20 @@ def test_smoke_writes_summary_metrics_model_and_console(in_tmp, script, capsys):
     assert sum(line.startswith("eval  step") for line in lines) == 2
     assert lines[-1].startswith("finished: 400 steps")
     assert f"eval return {summary['eval_return_mean']:.1f}" in lines[-1]
+
+
+def test_torch_threads_default_leaves_cores_for_other_runs(in_tmp):
+    """Issue 13: --torch-threads 0 means half the cores (at least 1, at most 4); a number is kept."""
+    import sac_v2
+
+    threads_before = torch.get_num_threads()
+    try:
+        sac_v2.main(tiny_args("sac_v2", total_timesteps=210))
+        assert torch.get_num_threads() == max(1, min(4, (os.cpu_count() or 1) // 2))
+        sac_v2.main(tiny_args("sac_v2", total_timesteps=210, torch_threads=3))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
