@@ -250,11 +250,12 @@ def test_ctrl_c_on_the_command_line_saves_a_checkpoint_that_resumes_exactly(
 
     monkeypatch.setitem(INTERRUPT_AT, "call", 70)  # Ctrl-C during the 70th env step
     monkeypatch.setitem(INTERRUPT_AT, "calls", 0)
+    handler_before = signal.getsignal(signal.SIGINT)
     assert module.command_line(as_argv(run)) == 130
     (run_dir,) = [p for p in Path("runs").iterdir() if p.name != Path(straight["run_dir"]).name]
     interrupted = read_summary(run_dir)
     assert interrupted["status"] == "interrupted" and interrupted["global_step"] == 70
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the command line restored it
 
     monkeypatch.setitem(INTERRUPT_AT, "call", None)
     assert module.command_line(["--resume", str(run_dir / "checkpoint.pt"), "--no-cuda"]) == 0
@@ -273,9 +274,14 @@ def test_main_called_as_a_function_leaves_ctrl_c_alone(in_tmp, monkeypatch):
     monkeypatch.setitem(INTERRUPT_AT, "calls", 0)
     args = tiny_args("sac_v2", env_id="softrl-test/InterruptingCounting-v0", total_timesteps=120,
                      learning_starts=30, batch_size=8)  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        sac_v2.main(args)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C behaviour, as in a notebook (a background job may have SIGINT ignored)
+    handler_before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sac_v2.main(args)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main() left it
+    finally:
+        signal.signal(signal.SIGINT, handler_before)
     (run_dir,) = Path("runs").iterdir()
     assert read_summary(run_dir)["status"] == "aborted"
 
