@@ -268,12 +268,14 @@ class ReplayBuffer:
         self.rewards = torch.zeros(capacity, device=device)
         self.terminated = torch.zeros(capacity, device=device)
 
-    def add(self, **rows: torch.Tensor) -> None:
-        """Add one transition per env: `FIELDS` as keywords, each with a leading num_envs dim."""
+    def add(self, **rows) -> None:
+        """Add one transition per env: `FIELDS` as keywords, arrays or tensors with a leading
+        num_envs dimension (converted to each field's dtype and device)."""
         n = len(rows["obs"])
         idx = torch.arange(self.ptr, self.ptr + n, device=self.obs.device) % self.capacity
         for name, values in rows.items():
-            getattr(self, name)[idx] = values
+            field = getattr(self, name)
+            field[idx] = torch.as_tensor(values, dtype=field.dtype, device=field.device)
         self.ptr, self.size = (self.ptr + n) % self.capacity, min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int) -> list[torch.Tensor]:
@@ -413,13 +415,8 @@ def train(args: Args, run: Run) -> None:
         real_next_obs = next_obs.copy()
         for i in np.flatnonzero(terminated | truncated):
             real_next_obs[i] = infos["final_obs"][i]
-        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
         buffer.add(
-            obs=as_tensor(obs),
-            next_obs=as_tensor(real_next_obs),
-            actions=actions,
-            rewards=as_tensor(rewards),
-            terminated=as_tensor(terminated),
+            obs=obs, next_obs=real_next_obs, actions=actions, rewards=rewards, terminated=terminated
         )
         obs = next_obs
         run.record_step(rewards, terminated, truncated)
