@@ -1,44 +1,56 @@
-"""Learning-quality benchmark: a grid of (script, env, budget, seeds) run as parallel processes.
+"""Learning-quality benchmark: grids of (script, env, budget, seeds), run as Ray tasks.
 
-Every run is a fresh process in its own directory under benchmarks/runs/, so a re-run skips the
-runs that already finished (their summary.json says "finished"). When all runs are done, the
-script reads each run's metrics.jsonl and writes, per env, a row per script to
-benchmarks/results/returns.md (final deterministic-eval return, mean ± std over seeds) and a
-learning-curve PNG (eval return vs env steps, mean over seeds with min-max band).
+Every run is one Ray task that starts the script as a fresh process in a scratch directory and
+returns its summary.json and metrics.jsonl to this driver, so the workers need no shared file
+system. The driver writes them under `<out>/runs/...` and appends one line per finished run to
+`<out>/runs.jsonl`:
 
-    pip install -r benchmarks/requirements.txt
-    python benchmarks/returns.py --jobs 2                  # the whole grid (hours on 2 cores)
-    python benchmarks/returns.py --jobs 2 --only Pendulum  # entries whose name contains a word
-    python benchmarks/returns.py --jobs 2 --only Hopper --seeds 1  # one seed of each entry
-    python benchmarks/returns.py --list                    # show the grid and what is done
+    {"script", "variant", "env_id", "budget", "seed", "final_eval_return",
+     "curve": [[step, eval_return], ...], "wall_s", "date"}
+
+That file is the benchmark's raw data: it is committed, a re-run skips every run it already holds,
+and every table and figure (`benchmarks/rliable_report.py`) is computed from it alone.
+
+    pip install -r requirements.txt -r benchmarks/requirements.txt
+    python benchmarks/returns.py --list                       # the grids and what is done
+    python benchmarks/returns.py --grid mujoco                # local Ray runtime, --jobs = cores
+    python benchmarks/returns.py --grid cpu --only Pendulum   # entries whose name has a word
+    python benchmarks/returns.py --grid mujoco --seeds 1 2    # only these seeds of each entry
+    python benchmarks/returns.py --grid paper --address auto  # on an existing Ray cluster
+
+On a cluster (`--address auto` on its head node, or `--address ray://head:10001` from outside)
+Ray ships this repository to the workers as the tasks' working directory; each worker needs the
+packages of requirements.txt and benchmarks/requirements.txt. `--gpus-per-run 0.25` gives each run
+a quarter of a GPU and lets the scripts use CUDA. Ctrl-C cancels the runs not yet finished; the
+finished ones stay in runs.jsonl.
 """
 
 import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Entry:
-    script: str  # a root script, or "sb3_sac" / "sb3_dqn" for a Stable-Baselines3 peer
+    """One cell of a grid: a script on an env at a budget, over seeds."""
+
+    script: str  # a root script, or "sb3_sac" / "sb3_dqn" for benchmarks/sb3_peer.py
     env_id: str
     budget: int  # env steps
     eval_frequency: int
-    extra: list[str] = field(default_factory=list)
+    extra: tuple[str, ...] = ()  # flags every run of the entry gets
     seeds: tuple[int, ...] = (1, 2, 3)
-    variant: str = ""  # a flag that distinguishes two entries of one script on one env
+    variant: str = ""  # flags that tell two entries of one script on one env apart
 
     @property
     def label(self) -> str:
@@ -48,172 +60,285 @@ class Entry:
     def name(self) -> str:
         return f"{self.label} {self.env_id} {self.budget // 1000}k"
 
-
-# The CPU budgets of the benchmark (paper-scale 1M-step runs need a bigger machine; see README).
-PENDULUM = ["--learning-starts", "1000"]
-GRID = [
-    Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM),
-    Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM, variant="--bf16"),
-    Entry("sac_v1", "Pendulum-v1", 15_000, 2_500, PENDULUM),
-    Entry("sql_continuous", "Pendulum-v1", 15_000, 2_500),
-    Entry("sb3_sac", "Pendulum-v1", 15_000, 2_500, PENDULUM),
-    Entry("sql_discrete", "CartPole-v1", 50_000, 5_000),
-    Entry("sql_discrete", "CartPole-v1", 50_000, 5_000, variant="--double-soft-q"),
-    Entry("sb3_dqn", "CartPole-v1", 50_000, 5_000),
-    Entry("sql_discrete", "Acrobot-v1", 50_000, 5_000),
-    Entry("sql_discrete", "Acrobot-v1", 50_000, 5_000, variant="--double-soft-q"),
-    Entry("sql_continuous", "MultiGoal-v0", 20_000, 2_000),
-    Entry("sac_v2", "Hopper-v4", 100_000, 10_000),
-    Entry("sb3_sac", "Hopper-v4", 100_000, 10_000),
-]
+    def key(self, seed: int) -> tuple:
+        return (self.script, self.variant, self.env_id, self.budget, seed)
 
 
-def command(entry: Entry, seed: int) -> list[str]:
-    if entry.script.startswith("sb3_"):  # sb3_sac, sb3_dqn: benchmarks/sb3_peer.py --algo ...
-        program = [str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", entry.script[4:]]
-    else:
-        program = [str(ROOT / f"{entry.script}.py"), "--no-cuda"]
-    flags = ["--env-id", entry.env_id, "--total-timesteps", str(entry.budget), "--seed", str(seed)]
-    flags += ["--eval-frequency", str(entry.eval_frequency), *entry.extra]
-    return [sys.executable, *program, *flags, *entry.variant.split()]
+FIVE_SEEDS = (1, 2, 3, 4, 5)
+PENDULUM = ("--learning-starts", "1000")
+# RL Zoo's SAC configuration for MuJoCo (hyperparams/sac.yml): SB3's defaults, learning_starts 1e4.
+RL_ZOO_MUJOCO = ("--learning-starts", "10000")
+MUJOCO_ENVS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4")
 
-
-def run_dir(entry: Entry, seed: int) -> Path:
-    script = entry.script + entry.variant.replace("--", "_").replace(" ", "")
-    return RUNS / script / f"{entry.env_id}_{entry.budget}" / f"seed{seed}"
-
-
-def find_summary(directory: Path) -> dict | None:
-    """The newest finished run's summary in a run directory, or None."""
-    for path in sorted(directory.glob("runs/*/summary.json"), reverse=True):
-        summary = json.loads(path.read_text())
-        if summary.get("status") == "finished":
-            return {**summary, "metrics": path.parent / "metrics.jsonl"}
-    return None
-
-
-def run_one(entry: Entry, seed: int, threads: int) -> tuple[str, float, str]:
-    directory = run_dir(entry, seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    # Parallel runs share the cores: each gets its share of threads, or torch's default of one
-    # thread per core makes them oversubscribe the CPU and all of them crawl.
-    environment = os.environ | {"OMP_NUM_THREADS": str(threads)}
-    with open(directory / "stdout.log", "w") as log:
-        process = subprocess.run(
-            command(entry, seed), cwd=directory, stdout=log, stderr=log, env=environment
+GRIDS: dict[str, list[Entry]] = {
+    # What 2 CPU cores finish in an hour or two: the small envs every script is meant to solve.
+    "cpu": [
+        Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM),
+        Entry("sac_v1", "Pendulum-v1", 15_000, 2_500, PENDULUM),
+        Entry("sql_continuous", "Pendulum-v1", 15_000, 2_500),
+        Entry("sb3_sac", "Pendulum-v1", 15_000, 2_500, PENDULUM),
+        Entry("sql_discrete", "CartPole-v1", 50_000, 5_000),
+        Entry("sql_discrete", "CartPole-v1", 50_000, 5_000, variant="--double-soft-q"),
+        Entry("sb3_dqn", "CartPole-v1", 50_000, 5_000),
+        Entry("sql_discrete", "Acrobot-v1", 50_000, 5_000),
+        Entry("sql_discrete", "Acrobot-v1", 50_000, 5_000, variant="--double-soft-q"),
+        Entry("sql_continuous", "MultiGoal-v0", 20_000, 2_000),
+        # bf16 is emulated (about 17x slower) on CPUs without AVX-512 BF16: it runs last.
+        Entry("sac_v2", "Pendulum-v1", 15_000, 2_500, PENDULUM, variant="--bf16"),
+    ],
+    # Sample efficiency at 100k env steps: each script at its defaults against SB3 SAC as RL Zoo
+    # runs it. Seed-major order, so a grid cut short still has every cell's first seeds.
+    "mujoco": [
+        Entry(script, env_id, 100_000, 10_000, extra, seeds)
+        for script, extra, seeds in (
+            ("sac_v2", (), FIVE_SEEDS),
+            ("sb3_sac", RL_ZOO_MUJOCO, FIVE_SEEDS),
+            ("sac_v1", (), FIVE_SEEDS),
         )
-    status = "ok" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
-    return f"{entry.name} seed {seed}", time.time() - start, status
+        for env_id in MUJOCO_ENVS
+    ],
+    # The papers' scale: 1M env steps, 5 seeds. About 40 CPU-hours per script; one command on a
+    # Ray cluster (README), not run on the 2-core development machine.
+    "paper": [
+        Entry(script, env_id, 1_000_000, 10_000, extra, FIVE_SEEDS)
+        for script in ("sac_v2", "sac_v1")
+        for env_id in ("HalfCheetah-v4", "Walker2d-v4", "Hopper-v4", "Humanoid-v4")
+        # The SAC v1 paper's reward scale: 5 on these envs (sac_v1's default), 20 on Humanoid.
+        for extra in [
+            ("--reward-scale", "20") if (script, env_id) == ("sac_v1", "Humanoid-v4") else ()
+        ]
+    ],
+}
 
 
-def eval_curve(metrics_path: Path) -> list[tuple[int, float]]:
+def command(entry: Entry, seed: int, threads: int, use_gpu: bool) -> list[str]:
+    """The run's command line, with the program relative to the repository root."""
+    if entry.script.startswith("sb3_"):  # sb3_sac, sb3_dqn: benchmarks/sb3_peer.py --algo ...
+        program = ["benchmarks/sb3_peer.py", "--algo", entry.script[4:]]
+        program += ["--device", "cuda" if use_gpu else "cpu"]
+    else:
+        program = [f"{entry.script}.py"] + ([] if use_gpu else ["--no-cuda"])
+    flags = ["--env-id", entry.env_id, "--total-timesteps", str(entry.budget), "--seed", str(seed)]
+    flags += ["--eval-frequency", str(entry.eval_frequency), "--torch-threads", str(threads)]
+    return [*program, *flags, *entry.extra, *entry.variant.split()]
+
+
+def die_with_parent() -> None:
+    """Run in the child before it starts: the kernel kills it if its Ray worker dies (Linux), so a
+    cancelled or killed task leaves no orphaned training run behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def execute_run(argv: list[str], threads: int, repo: str | None) -> dict:
+    """Ray task: run one command in a scratch directory and return what it wrote.
+
+    `repo` is the repository on this machine; None on a cluster, where Ray's working directory
+    (the repository it shipped) is the current directory of the task.
+    """
+    root = Path(repo or os.getcwd())
+    program, *flags = argv
+    environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MUJOCO_GL": "egl"}
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="softrl-run-") as scratch:
+        process = subprocess.run(
+            [sys.executable, str(root / program), *flags],
+            cwd=scratch,
+            env=environment,
+            preexec_fn=die_with_parent,
+            capture_output=True,
+            text=True,
+        )
+        result = {"returncode": process.returncode, "wall_s": time.time() - start}
+        summaries = sorted(Path(scratch).glob("runs/*/summary.json"))
+        if process.returncode != 0 or not summaries:
+            # The last line that says something (tyro draws its usage errors in a box).
+            lines = [line.strip(" │╭╮╰╯─") for line in process.stderr.splitlines()]
+            lines = [line for line in lines if line and not line.startswith("For full helptext")]
+            last = lines[-1] if lines else f"exit {process.returncode}, nothing on stderr"
+            return result | {"error": last, "stdout": process.stdout[-4000:]}
+        run_dir = summaries[-1].parent
+        return result | {
+            "summary": (run_dir / "summary.json").read_text(),
+            "metrics": (run_dir / "metrics.jsonl").read_text(),
+            "stdout": process.stdout,
+        }
+
+
+def eval_curve(metrics_text: str) -> list[list[float]]:
+    """[[env step, mean deterministic-eval return], ...] from a run's metrics.jsonl."""
     curve = []
-    for line in metrics_path.read_text().splitlines():
+    for line in metrics_text.splitlines():
         row = json.loads(line)
         if "eval/episodic_return" in row:
-            curve.append((row["global_step"], row["eval/episodic_return"]))
+            curve.append([row["global_step"], row["eval/episodic_return"]])
     return curve
 
 
-def report(entries: list[Entry]) -> str:
-    """Results table (markdown) and one learning-curve PNG per env."""
-    by_env: dict[str, list[tuple[Entry, list[dict]]]] = {}
-    for entry in entries:
-        summaries = [find_summary(run_dir(entry, seed)) for seed in entry.seeds]
-        by_env.setdefault(entry.env_id, []).append((entry, [s for s in summaries if s]))
-    lines = [
-        "# Returns at CPU budgets",
-        "",
-        f"Written {datetime.date.today().isoformat()} by `python benchmarks/returns.py`; deterministic"
-        " evaluation policy on a separate env, 10 episodes per evaluation; ± is the std over seeds."
-        " Runs share the CPU (`--jobs`), so their speed is not reported here: that is"
-        " `benchmarks/speed.py`.",
-        "",
-        "| env | script | budget | seeds | final eval return | per seed |",
-        "|---|---|---|---|---|---|",
-    ]
-    for env_id, rows in by_env.items():
-        for entry, summaries in rows:
-            finals = [s["eval_return_mean"] for s in summaries]
-            if not finals:
-                lines.append(f"| {env_id} | {entry.label} | {entry.budget:,} | 0 | not run | |")
-                continue
-            mean = statistics.mean(finals)
-            std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-            per_seed = ", ".join(f"{value:.1f}" for value in finals)
-            lines.append(
-                f"| {env_id} | {entry.label} | {entry.budget:,} | {len(finals)} | "
-                f"{mean:.1f} ± {std:.1f} | {per_seed} |"
-            )
-        if any(summaries for _, summaries in rows):
-            plot_env(env_id, rows)
-    lines += ["", "Learning curves: `benchmarks/results/returns_<env>.png`."]
-    return "\n".join(lines) + "\n"
+def read_runs(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_env(env_id: str, rows: list[tuple[Entry, list[dict]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for entry, summaries in rows:
-        curves = [eval_curve(s["metrics"]) for s in summaries]
-        curves = [c for c in curves if c]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        steps = [step for step, _ in curves[0][:length]]
-        values = [[value for _, value in c[:length]] for c in curves]
-        mean = [statistics.mean(column) for column in zip(*values, strict=True)]
-        low = [min(column) for column in zip(*values, strict=True)]
-        high = [max(column) for column in zip(*values, strict=True)]
-        axes.plot(steps, mean, label=f"{entry.label} ({len(curves)} seeds)")
-        axes.fill_between(steps, low, high, alpha=0.2)
-    axes.set(title=env_id, xlabel="env steps", ylabel="eval return (deterministic policy)")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(RESULTS / f"returns_{env_id}.png", dpi=110)
-    plt.close(figure)
+def run_key(row: dict) -> tuple:
+    return (row["script"], row["variant"], row["env_id"], row["budget"], row["seed"])
 
 
-def main() -> None:
+def store_run(out: Path, entry: Entry, seed: int, result: dict) -> dict:
+    """Write a finished run's files under out/runs/ and append its line to out/runs.jsonl."""
+    summary = json.loads(result["summary"])
+    directory = out / "runs" / entry.label.replace(" --", "_") / f"{entry.env_id}_{entry.budget}"
+    directory = directory / f"seed{seed}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "metrics.jsonl"):
+        (directory / name).write_text(result[name.split(".")[0]])
+    (directory / "stdout.log").write_text(result["stdout"])
+    row = {
+        "script": entry.script,
+        "variant": entry.variant,
+        "env_id": entry.env_id,
+        "budget": entry.budget,
+        "seed": seed,
+        "final_eval_return": summary["eval_return_mean"],
+        "curve": eval_curve(result["metrics"]),
+        "wall_s": round(result["wall_s"], 1),
+        "date": datetime.date.today().isoformat(),
+    }
+    with open(out / "runs.jsonl", "a") as runs:
+        runs.write(json.dumps(row) + "\n")
+    return row
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def run_grid(
+    pending: list[tuple[Entry, int]],
+    out: Path,
+    jobs: int,
+    address: str | None = None,
+    threads: int = 1,
+    gpus_per_run: float = 0.0,
+    progress_every: float = 300.0,
+) -> tuple[int, int]:
+    """Run (entry, seed) pairs as Ray tasks; returns (finished, failed)."""
+    import ray
+
+    on_cluster = address is not None
+    ray.init(
+        address=address or "local",  # "local": a new runtime, even beside another one
+        num_cpus=None if on_cluster else jobs * threads,
+        include_dashboard=False,
+        log_to_driver=False,
+        # A cluster gets this repository as every task's working directory (no shared disk).
+        runtime_env={"working_dir": str(ROOT), "excludes": [".git", "runs", "benchmarks/results"]}
+        if on_cluster
+        else None,
+    )
+    # Workers cannot import this file as a module: ship the task function by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[execute_run.__module__])
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(execute_run)
+    repo = None if on_cluster else str(ROOT)
+    tasks = {
+        remote.remote(command(entry, seed, threads, gpus_per_run > 0), threads, repo): (entry, seed)
+        for entry, seed in pending
+    }
+    slots = max(1, int(ray.cluster_resources().get("CPU", jobs) // threads))
+    finished = failed = 0
+    durations: list[float] = []
+    start = last_progress = time.time()
+    try:
+        while tasks:
+            ready, _ = ray.wait(list(tasks), num_returns=1, timeout=progress_every)
+            for task in ready:
+                entry, seed = tasks.pop(task)
+                result = ray.get(task)
+                if "error" in result:
+                    failed += 1
+                    print(f"FAILED {entry.name} seed {seed}: {result['error']}", flush=True)
+                    continue
+                finished += 1
+                durations.append(result["wall_s"])
+                row = store_run(out, entry, seed, result)
+                print(
+                    f"done   {entry.name} seed {seed}: eval return "
+                    f"{row['final_eval_return']:.1f} in {minutes(result['wall_s'])}",
+                    flush=True,
+                )
+            if tasks and (ready or time.time() - last_progress >= progress_every):
+                last_progress = time.time()
+                running = min(len(tasks), slots)
+                left = len(tasks) - running
+                eta = ""
+                if durations:
+                    per_run = sum(durations) / len(durations)
+                    eta = f", ETA {minutes(per_run * len(tasks) / slots)}"
+                print(
+                    f"[{finished + failed}/{len(pending)} done, {running} running, {left} left"
+                    f"{eta}; {minutes(time.time() - start)} so far]",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        for task in tasks:
+            ray.cancel(task, force=True)
+        print(f"\ninterrupted: cancelled {len(tasks)} runs; {finished} finished runs are kept")
+        raise
+    finally:
+        ray.shutdown()
+    return finished, failed
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="cpu")
     parser.add_argument("--only", default="", help="run entries whose name contains this text")
     parser.add_argument("--seeds", type=int, nargs="+", help="run only these of each entry's seeds")
-    parser.add_argument("--list", action="store_true", help="show the grid and what is done")
-    args = parser.parse_args()
+    parser.add_argument("--list", action="store_true", help="show the grids and what is done")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="local runs at once")
+    parser.add_argument("--address", help="an existing Ray cluster: auto, or ray://host:port")
+    parser.add_argument(
+        "--threads-per-run", type=int, default=1, help="CPUs (torch threads) a run gets"
+    )
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPU fraction a run gets")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where runs.jsonl and runs/ go")
+    args = parser.parse_args(argv)
 
-    entries = [e for e in GRID if args.only in e.name]
-    pending = [(e, s) for e in entries for s in e.seeds if not find_summary(run_dir(e, s))]
-    pending = [(e, s) for e, s in pending if not args.seeds or s in args.seeds]
+    done = {run_key(row) for row in read_runs(args.out / "runs.jsonl")}
     if args.list:
-        for entry in entries:
-            done = sum(find_summary(run_dir(entry, seed)) is not None for seed in entry.seeds)
-            print(f"{entry.name:40s} {done}/{len(entry.seeds)} seeds done")
-        return
-    missing = {e.script for e, _ in pending if not e.script.startswith("sb3_")}
-    missing = {name for name in missing if not (ROOT / f"{name}.py").exists()}
-    if missing:
-        print(f"skipping scripts that do not exist yet: {', '.join(sorted(missing))}")
-        pending = [(e, s) for e, s in pending if e.script not in missing]
-    print(f"{len(pending)} runs to do with {args.jobs} parallel jobs")
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, entry, seed, threads) for entry, seed in pending]
-        for done, future in enumerate(as_completed(futures), start=1):
-            name, seconds, status = future.result()
-            print(f"[{done}/{len(pending)}] {name}: {status} in {seconds / 60:.1f} min", flush=True)
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table = report(GRID)  # the whole grid, so a partial re-run never drops rows
-    (RESULTS / "returns.md").write_text(table)
-    print("\n" + table)
+        for grid, entries in GRIDS.items():
+            print(f"grid {grid}:")
+            for entry in entries:
+                seeds = [seed for seed in entry.seeds if entry.key(seed) in done]
+                print(f"  {entry.name:42s} {len(seeds)}/{len(entry.seeds)} seeds done")
+        return 0
+    entries = [entry for entry in GRIDS[args.grid] if args.only in entry.name]
+    seeds = sorted({seed for entry in entries for seed in entry.seeds})
+    pending = [
+        (entry, seed)
+        for seed in seeds
+        for entry in entries
+        if seed in entry.seeds
+        and entry.key(seed) not in done
+        and (not args.seeds or seed in args.seeds)
+    ]
+    print(f"grid {args.grid}: {len(pending)} runs to do, {args.jobs} at once", flush=True)
+    if not pending:
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        finished, failed = run_grid(
+            pending, args.out, args.jobs, args.address, args.threads_per_run, args.gpus_per_run
+        )
+    except KeyboardInterrupt:
+        return 130
+    print(f"grid {args.grid}: {finished} runs finished, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ automatic entropy tuning.
 target τ 0.005 after every update, γ 0.99, buffer 50k, one update per env step after
 `--learning-starts` random steps (ε-greedy exploration instead of the Boltzmann policy: acting
 costs the same one forward pass).
-Both float32 on the CPU, torch's default thread count unless `--torch-threads` says otherwise.
+Both float32 on the CPU (`--device cuda` for a GPU), torch's default thread count unless `--torch-threads` says otherwise.
 It writes what the softrl scripts write — runs/<run>/metrics.jsonl with `eval/episodic_return`
 (deterministic policy, episode k of every evaluation reset with seed + 100000 + k) and
 runs/<run>/summary.json with `learn_sps` (env steps per second from the first update to the end of
@@ -74,7 +74,7 @@ class ClockAndEval(BaseCallback):
 
 
 def make_model(args: argparse.Namespace) -> BaseAlgorithm:
-    common = dict(gamma=0.99, train_freq=1, gradient_steps=1, device="cpu", seed=args.seed)
+    common = dict(gamma=0.99, train_freq=1, gradient_steps=1, device=args.device, seed=args.seed)
     env = gym.make(args.env_id)
     if args.algo == "sac":
         return SAC(
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--eval-frequency", type=int, default=0, help="0 = only at the end")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU run")
     args = parser.parse_args()
     defaults = {"sac": ("Walker2d-v4", 1_000_000, 5_000), "dqn": ("CartPole-v1", 50_000, 1_000)}
     for name, value in zip(

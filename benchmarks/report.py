@@ -1,0 +1,364 @@
+"""Tables and figures of the learning benchmark, computed from benchmarks/results/runs.jsonl alone.
+
+For every env: final deterministic-eval return per contender (mean ± std and each seed) and a
+learning-curve PNG. For a grid with reference returns (the MuJoCo grids), rliable statistics
+(Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice") on normalized scores
+
+    score = (return - random-policy return) / (reference return - random-policy return)
+
+over all runs of all envs: interquartile mean (IQM) and mean with 95 % stratified-bootstrap
+confidence intervals per contender, the probability of improvement P(X > Y) of each softrl script
+over its SB3 peer (averaged over envs, with its CI, and per env), a performance profile and an IQM
+sample-efficiency curve.
+
+    pip install -r requirements.txt -r benchmarks/requirements.txt
+    python benchmarks/report.py                    # after (or while) benchmarks/returns.py runs
+    python benchmarks/report.py --measure-random   # re-measure RANDOM_RETURNS below
+"""
+
+import argparse
+import datetime
+import json
+import statistics
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Mean return of the uniform-random policy over 100 episodes (episode k reset with seed k), measured
+# with `python benchmarks/report.py --measure-random` on gymnasium 1.4 / MuJoCo 4.0 (2026-11-23).
+# D4RL's random scores (d4rl/infos.py REF_MIN_SCORE, v0 datasets): walker2d 1.6, halfcheetah
+# -280.2 agree; hopper -20.3 does not (its random dataset is not this policy's episodes). Either way
+# the random return is < 1 % of the reference, so the choice barely moves a normalized score.
+RANDOM_RETURNS = {
+    "Hopper-v4": 17.67,
+    "Walker2d-v4": 2.61,
+    "HalfCheetah-v4": -282.49,
+    "Humanoid-v4": 120.89,
+}
+# The reference return of each env: SAC's deterministic-eval return at 1M env steps in the SAC v2
+# paper (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications", arXiv 1812.05905).
+# The paper gives learning curves only (its Fig. 1, the v2 envs); these are the values CleanRL's SAC
+# page (docs.cleanrl.dev/rl-algorithms/sac, column "SAC: Algorithms and Applications @ 1M steps")
+# reads off that figure: approximate, but one public source with one protocol for all four envs.
+REFERENCE_RETURNS = {
+    "Hopper-v4": 3_250.0,
+    "Walker2d-v4": 4_800.0,
+    "HalfCheetah-v4": 11_250.0,
+    "Humanoid-v4": 4_500.0,
+}
+# Which SB3 run each softrl script is compared with.
+PEERS = {"sac_v2": "sb3_sac", "sac_v1": "sb3_sac", "sql_continuous": "sb3_sac"}
+BOOTSTRAP_REPS = 50_000
+
+
+def contender(row: dict) -> str:
+    return f"{row['script']} {row['variant']}".strip()
+
+
+def normalized(env_id: str, value: float) -> float:
+    low = RANDOM_RETURNS[env_id]
+    return (value - low) / (REFERENCE_RETURNS[env_id] - low)
+
+
+def score_matrices(rows: list[dict], env_ids: list[str]) -> dict[str, np.ndarray]:
+    """Per contender, normalized final scores as a (seeds × envs) matrix.
+
+    A contender enters only with the seeds it finished on every env, so the matrix is full.
+    """
+    finals = defaultdict(dict)  # contender -> {(env, seed): return}
+    for row in rows:
+        finals[contender(row)][(row["env_id"], row["seed"])] = row["final_eval_return"]
+    matrices = {}
+    for name, by_run in finals.items():
+        seeds = sorted(
+            {seed for _, seed in by_run}
+            & set.intersection(*({s for e, s in by_run if e == env} for env in env_ids))
+        )
+        if seeds:
+            matrices[name] = np.array(
+                [[normalized(env, by_run[(env, seed)]) for env in env_ids] for seed in seeds]
+            )
+    return matrices
+
+
+def interval(point, bounds: np.ndarray) -> str:
+    low, high = np.ravel(bounds)
+    return f"{float(point):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def rliable_section(
+    grid: str, rows: list[dict], out: Path, reps: int = BOOTSTRAP_REPS
+) -> list[str]:
+    """Markdown lines and PNGs of the rliable statistics of one grid's runs."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    env_ids = sorted({row["env_id"] for row in rows})
+    matrices = score_matrices(rows, env_ids)
+    if not matrices:
+        return []
+    random_state = np.random.RandomState(0)  # the same intervals on every re-run
+    few_reps = min(reps, 2_000)  # for the slower statistics: P(X > Y), profiles, curves
+
+    def aggregates(scores):
+        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
+
+    points, intervals = rly.get_interval_estimates(
+        matrices, aggregates, reps=reps, random_state=random_state
+    )
+    lines = [
+        f"## {grid}: rliable statistics",
+        "",
+        "Normalized score = (return − random-policy return) / (reference − random-policy return);"
+        f" {reps:,} stratified-bootstrap resamples, 95 % percentile intervals."
+        " A contender counts with the seeds it finished on every env.",
+        "",
+        "| env | random-policy return | reference return |",
+        "|---|---|---|",
+        *(f"| {e} | {RANDOM_RETURNS[e]:.1f} | {REFERENCE_RETURNS[e]:.0f} |" for e in env_ids),
+        "",
+        "| contender | runs (seeds × envs) | IQM [95 % CI] | mean [95 % CI] |",
+        "|---|---|---|---|",
+    ]
+    for name, scores in matrices.items():
+        iqm, mean = points[name]
+        lines.append(
+            f"| {name} | {scores.shape[0]} × {scores.shape[1]} | "
+            f"{interval(iqm, intervals[name][:, 0])} | {interval(mean, intervals[name][:, 1])} |"
+        )
+    pairs = {
+        f"{name} vs {PEERS[name.split()[0]]}": (matrices[name], matrices[PEERS[name.split()[0]]])
+        for name in matrices
+        if PEERS.get(name.split()[0]) in matrices
+    }
+    if pairs:
+        lines += [
+            "",
+            "Probability of improvement P(X > Y): the chance that a run of X on an env scores above"
+            " a run of Y on the same env (Mann-Whitney U / (n_X n_Y)), averaged over envs.",
+            "",
+            "| X vs Y | P(X > Y) [95 % CI] | " + " | ".join(env_ids) + " |",
+            "|---|---|" + "---|" * len(env_ids),
+        ]
+        poi, poi_intervals = rly.get_interval_estimates(
+            pairs, metrics.probability_of_improvement, reps=few_reps, random_state=random_state
+        )
+        for label, (x, y) in pairs.items():
+            per_env = [
+                metrics.probability_of_improvement(x[:, [m]], y[:, [m]])
+                for m in range(len(env_ids))
+            ]
+            lines.append(
+                f"| {label} | {interval(poi[label], poi_intervals[label])} | "
+                + " | ".join(f"{p:.2f}" for p in per_env)
+                + " |"
+            )
+    plot_profiles(grid, matrices, out, few_reps)
+    plot_iqm_curves(grid, rows, env_ids, out, few_reps, random_state)
+    lines += [
+        "",
+        f"![performance profiles](rliable_{grid}_profiles.png)"
+        f" ![IQM sample-efficiency curves](rliable_{grid}_curves.png)",
+    ]
+    return lines
+
+
+def color_of(name: str) -> str:
+    """One colour per contender in every figure."""
+    palette = {"sac_v2": "C0", "sb3_sac": "C1", "sac_v1": "C2", "sql_continuous": "C3"}
+    return palette.get(name, "C4" if "bf16" in name else "C5")
+
+
+def plot_profiles(grid: str, matrices: dict[str, np.ndarray], out: Path, reps: int) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    top = max(float(m.max()) for m in matrices.values())
+    taus = np.linspace(0.0, top * 1.05, 101)
+    profiles, profile_cis = rly.create_performance_profile(matrices, taus, reps=reps)
+    colors = {name: color_of(name) for name in profiles}
+    figure, axes = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        profiles,
+        taus,
+        performance_profile_cis=profile_cis,
+        ax=axes,
+        colors=colors,
+        xlabel=r"normalized score $\tau$",
+        ylabel=r"fraction of runs with score $> \tau$",
+    )
+    handles = [Line2D([], [], color=color) for color in colors.values()]
+    axes.legend(handles, list(colors), loc="upper right")
+    axes.set_title(f"{grid}: performance profiles (95 % CI)")
+    figure.tight_layout()
+    figure.savefig(out / f"rliable_{grid}_profiles.png", dpi=110)
+    plt.close(figure)
+
+
+def plot_iqm_curves(grid, rows, env_ids, out: Path, reps: int, random_state) -> None:
+    """IQM of normalized eval return over all runs at each eval step, with 95 % CIs."""
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name in sorted({contender(row) for row in rows}):
+        curves = {
+            (r["env_id"], r["seed"]): dict(map(tuple, r["curve"]))
+            for r in rows
+            if contender(r) == name
+        }
+        seeds = sorted(set.intersection(*({s for e, s in curves if e == env} for env in env_ids)))
+        steps = (
+            sorted(set.intersection(*(set(curves[(e, s)]) for e in env_ids for s in seeds)))
+            if seeds
+            else []
+        )
+        if not steps:
+            continue
+        scores = np.array(
+            [[[normalized(e, curves[(e, s)][t]) for t in steps] for e in env_ids] for s in seeds]
+        )
+        iqm = lambda x: np.array([metrics.aggregate_iqm(x[..., t]) for t in range(x.shape[-1])])  # noqa: E731
+        point, bounds = rly.get_interval_estimates(
+            {name: scores}, iqm, reps=reps, random_state=random_state
+        )
+        color = color_of(name)
+        axes.plot(steps, point[name], color=color, label=f"{name} ({len(seeds)} seeds)")
+        axes.fill_between(steps, bounds[name][0], bounds[name][1], color=color, alpha=0.2)
+    axes.set(title=f"{grid}: IQM normalized score", xlabel="env steps", ylabel="IQM (95 % CI)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / f"rliable_{grid}_curves.png", dpi=110)
+    plt.close(figure)
+
+
+def plot_env(env_id: str, rows: list[dict], out: Path) -> None:
+    """Eval return vs env steps per contender: mean over seeds with the min-max band."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name in sorted({contender(row) for row in rows}):
+        curves = [row["curve"] for row in rows if contender(row) == name and row["curve"]]
+        length = min(len(curve) for curve in curves)
+        steps = [step for step, _ in curves[0][:length]]
+        values = np.array([[value for _, value in curve[:length]] for curve in curves])
+        color = color_of(name)
+        axes.plot(steps, values.mean(axis=0), color=color, label=f"{name} ({len(curves)} seeds)")
+        axes.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
+    axes.set(title=env_id, xlabel="env steps", ylabel="eval return (deterministic policy)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / f"returns_{env_id}.png", dpi=110)
+    plt.close(figure)
+
+
+def per_env_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| env | contender | budget | seeds | final eval return (mean ± std) | per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    cells = defaultdict(list)
+    for row in rows:
+        cells[(row["env_id"], row["budget"], contender(row))].append(row)
+    for (env_id, budget, name), runs in cells.items():
+        runs.sort(key=lambda row: row["seed"])
+        finals = [row["final_eval_return"] for row in runs]
+        std = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        per_seed = ", ".join(f"{row['seed']}: {row['final_eval_return']:.1f}" for row in runs)
+        lines.append(
+            f"| {env_id} | {name} | {budget:,} | {len(finals)} | "
+            f"{statistics.mean(finals):.1f} ± {std:.1f} | {per_seed} |"
+        )
+    return lines
+
+
+def grid_of(row: dict) -> str:
+    """The grid a run belongs to: MuJoCo envs by budget, everything else the CPU grid."""
+    if row["env_id"] in REFERENCE_RETURNS:
+        return f"mujoco_{row['budget'] // 1000}k"
+    return "cpu"
+
+
+def write_report(runs_path: Path, out: Path, reps: int = BOOTSTRAP_REPS) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    # rliable hands arch a RandomState, which arch deprecates (the intervals are unaffected).
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+    rows = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+    grids = defaultdict(list)
+    for row in rows:
+        grids[grid_of(row)].append(row)
+    lines = [
+        "# Learning benchmark",
+        "",
+        f"Written {datetime.date.today().isoformat()} by `python benchmarks/report.py` from"
+        f" [`runs.jsonl`](runs.jsonl) ({len(rows)} runs, made by `python benchmarks/returns.py`)."
+        " Final return = the last deterministic evaluation, 10 episodes on a separate env;"
+        " ± is the std over seeds.",
+    ]
+    for grid, grid_rows in sorted(grids.items()):
+        lines += ["", f"## {grid}: final returns per env", "", *per_env_table(grid_rows)]
+        for env_id in sorted({row["env_id"] for row in grid_rows}):
+            plot_env(env_id, [row for row in grid_rows if row["env_id"] == env_id], out)
+        lines += [
+            "",
+            "Curves: "
+            + ", ".join(
+                f"[{e}](returns_{e}.png)" for e in sorted({r["env_id"] for r in grid_rows})
+            ),
+        ]
+        if grid != "cpu":
+            lines += ["", *rliable_section(grid, grid_rows, out, reps)]
+    text = "\n".join(lines) + "\n"
+    (out / "returns.md").write_text(text)
+    return text
+
+
+def measure_random_returns(env_ids, episodes: int = 100) -> dict[str, float]:
+    import gymnasium as gym
+
+    means = {}
+    for env_id in env_ids:
+        env = gym.make(env_id)
+        env.action_space.seed(0)
+        returns = []
+        for episode in range(episodes):
+            env.reset(seed=episode)
+            done, total = False, 0.0
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+        means[env_id] = statistics.mean(returns)
+        print(
+            f"{env_id}: {means[env_id]:.2f} ± {statistics.stdev(returns):.2f} over {episodes} episodes"
+        )
+    return means
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=RESULTS / "runs.jsonl")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
+    parser.add_argument("--measure-random", action="store_true", help="measure RANDOM_RETURNS")
+    args = parser.parse_args()
+    if args.measure_random:
+        measure_random_returns(list(RANDOM_RETURNS))
+        return
+    print(write_report(args.runs, args.out, args.reps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The learning benchmark's runner (benchmarks/returns.py, on a real local Ray runtime) and its
+statistics (benchmarks/report.py, checked against hand-computed IQM, means and pair counts)."""
+
+import importlib.util
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"softrl_benchmark_{name}", BENCHMARKS / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Ray pickles the task function by value from this module
+    spec.loader.exec_module(module)
+    return module
+
+
+returns = load("returns")
+report = load("report")
+
+# Tiny Pendulum runs: 300 random steps, 100 learning steps, an evaluation every 200 steps.
+TINY = ("--learning-starts", "300", "--eval-episodes", "2", "--batch-size", "32")
+GOOD = returns.Entry("sac_v2", "Pendulum-v1", 400, 200, TINY, seeds=(1,))
+BAD = returns.Entry("sac_v2", "Pendulum-v1", 400, 200, TINY, (1,), variant="--gamma 2")
+
+
+def test_a_grid_runs_on_ray_returns_its_files_and_skips_finished_runs(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(returns, "GRIDS", {"test": [GOOD, BAD]})
+    status = returns.main(["--grid", "test", "--out", str(tmp_path), "--jobs", "2"])
+    output = capsys.readouterr().out
+
+    assert status == 1  # one run failed ...
+    assert "FAILED sac_v2 --gamma 2 Pendulum-v1" in output
+    assert "error: --gamma must be in [0, 1), got 2.0" in output  # ... with its last stderr line
+    assert "1 runs finished, 1 failed" in output  # ... and the grid went on
+    (row,) = returns.read_runs(tmp_path / "runs.jsonl")  # only the finished run is recorded
+    assert set(row) == {"script", "variant", "env_id", "budget", "seed", "final_eval_return"} | {
+        "curve",
+        "wall_s",
+        "date",
+    }
+    assert (row["script"], row["variant"], row["env_id"], row["budget"], row["seed"]) == GOOD.key(1)
+    run_dir = tmp_path / "runs" / "sac_v2" / "Pendulum-v1_400" / "seed1"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 400
+    assert [step for step, _ in row["curve"]] == [200, 400]
+    assert row["final_eval_return"] == summary["eval_return_mean"] == row["curve"][-1][1]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [
+        [m["global_step"], m["eval/episodic_return"]]
+        for m in metrics
+        if "eval/episodic_return" in m
+    ]
+    assert evals == row["curve"]
+
+    # A re-run of the finished cell starts no Ray runtime and changes nothing.
+    monkeypatch.setattr(returns, "GRIDS", {"test": [GOOD]})
+    monkeypatch.setattr(returns, "run_grid", lambda *a, **k: pytest.fail("a finished run re-ran"))
+    before = (tmp_path / "runs.jsonl").read_text()
+    assert returns.main(["--grid", "test", "--out", str(tmp_path)]) == 0
+    assert "0 runs to do" in capsys.readouterr().out
+    assert (tmp_path / "runs.jsonl").read_text() == before
+    assert returns.main(["--list", "--out", str(tmp_path)]) == 0
+    assert "sac_v2 Pendulum-v1 0k" in (listing := capsys.readouterr().out)
+    assert "1/1 seeds done" in listing
+
+
+def processes_running(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds `marker`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_text().replace("\0", " "):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def wait_for(condition, timeout: float = 60.0) -> bool:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_cancels_the_runs_left_and_leaves_no_run_process(tmp_path, monkeypatch, capsys):
+    import ray
+
+    marker = f"--total-timesteps {10**6 + 17}"  # a budget no other process uses
+    long_run = returns.Entry("sac_v2", "Pendulum-v1", 10**6 + 17, 10**5, seeds=(1, 2, 3))
+    monkeypatch.setattr(returns, "GRIDS", {"test": [long_run]})
+
+    def ctrl_c_once_two_runs_are_going(*args, **kwargs):
+        assert wait_for(lambda: len(processes_running(marker)) == 2), "the runs never started"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "wait", ctrl_c_once_two_runs_are_going)
+    assert returns.main(["--grid", "test", "--out", str(tmp_path), "--jobs", "2"]) == 130
+    assert "interrupted: cancelled 3 runs" in capsys.readouterr().out
+    assert not ray.is_initialized()
+    assert wait_for(lambda: not processes_running(marker), timeout=20), "a run outlived its task"
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_the_mujoco_grid_is_sac_v2_and_rl_zoo_sb3_sac_over_five_seeds_at_100k():
+    cells = {(e.script, e.env_id): e for e in returns.GRIDS["mujoco"]}
+    for env_id in ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4"):
+        for script in ("sac_v2", "sb3_sac"):
+            entry = cells[(script, env_id)]
+            assert entry.budget == 100_000 and entry.seeds == (1, 2, 3, 4, 5)
+        assert returns.command(cells[("sb3_sac", env_id)], 1, 1, False)[:3] == [
+            "benchmarks/sb3_peer.py",
+            "--algo",
+            "sac",
+        ]
+        assert "--learning-starts 10000" in " ".join(cells[("sb3_sac", env_id)].extra)
+        assert cells[("sac_v2", env_id)].extra == ()  # sac_v2 at its defaults
+    paper = {(e.script, e.env_id, e.budget, e.seeds) for e in returns.GRIDS["paper"]}
+    assert len(paper) == 8 and {budget for _, _, budget, _ in paper} == {1_000_000}
+
+
+# ---------------------------------------------------------------------------- the statistics
+ENVS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4")
+
+
+def fake_runs(path: Path, returns_by_contender: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """runs.jsonl rows with a two-point curve ending at the given final returns."""
+    rows = []
+    for name, per_env in returns_by_contender.items():
+        for env_id, finals in per_env.items():
+            for seed, final in enumerate(finals, start=1):
+                curve = [[50_000, final / 2], [100_000, final]]
+                rows.append(
+                    {"script": name, "variant": "", "env_id": env_id, "budget": 100_000}
+                    | {"seed": seed, "final_eval_return": final, "curve": curve}
+                )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def normalized(env_id, value):
+    low, high = report.RANDOM_RETURNS[env_id], report.REFERENCE_RETURNS[env_id]
+    return (value - low) / (high - low)
+
+
+def table_row(text: str, first_cells: str) -> list[str]:
+    (line,) = [line for line in text.splitlines() if line.startswith(f"| {first_cells} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    finals = {
+        name: {env: list(rng.uniform(0, report.REFERENCE_RETURNS[env], 4).round(1)) for env in ENVS}
+        for name in ("sac_v2", "sb3_sac")
+    }
+    finals["sac_v2"]["Hopper-v4"].append(1000.0)  # a fifth seed on one env only: left out
+    fake_runs(tmp_path / "runs.jsonl", finals)
+    text = report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200)
+
+    for name in ("sac_v2", "sb3_sac"):
+        scores = sorted(normalized(env, v) for env in ENVS for v in finals[name][env][:4])
+        iqm = statistics.mean(scores[3:9])  # 12 scores: drop the lowest 3 and the highest 3
+        runs, iqm_cell, mean_cell = table_row(text, name)[1:]
+        assert runs == "4 × 3"
+        for cell, point in ((iqm_cell, iqm), (mean_cell, statistics.mean(scores))):
+            value, low, high = map(
+                float, cell.replace("[", "").replace("]", "").replace(",", "").split()
+            )
+            assert value == pytest.approx(point, abs=6e-4)
+            assert low <= value <= high
+
+    cells = table_row(text, "sac_v2 vs sb3_sac")
+    envs_in_table = sorted(ENVS)
+    per_env = []
+    for env_id, cell in zip(envs_in_table, cells[2:], strict=True):
+        x, y = finals["sac_v2"][env_id][:4], finals["sb3_sac"][env_id][:4]
+        wins = sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(x, y))
+        per_env.append(wins / 16)
+        assert float(cell) == pytest.approx(per_env[-1], abs=6e-3)
+    assert float(cells[1].split()[0]) == pytest.approx(statistics.mean(per_env), abs=6e-4)
+    for figure in ("rliable_mujoco_100k_profiles.png", "rliable_mujoco_100k_curves.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+
+
+def test_report_per_env_table_is_mean_std_and_every_seed(tmp_path):
+    rows = fake_runs(tmp_path / "runs.jsonl", {"sac_v2": {"Pendulum-v1": [-150.0, -170.0, -220.0]}})
+    text = report.write_report(tmp_path / "runs.jsonl", tmp_path)
+    cells = table_row(text, "Pendulum-v1")
+    finals = [row["final_eval_return"] for row in rows]
+    assert cells[1:4] == ["sac_v2", "100,000", "3"]
+    assert cells[4] == f"{statistics.mean(finals):.1f} ± {statistics.stdev(finals):.1f}"
+    assert cells[5] == "1: -150.0, 2: -170.0, 3: -220.0"
+    assert "rliable" not in text  # no reference returns for Pendulum: no normalized statistics
+    assert (tmp_path / "returns_Pendulum-v1.png").exists()
