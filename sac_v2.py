@@ -39,6 +39,10 @@ Departures from the paper, and why:
   separate MLPs, in fewer, larger matrix products.
 - With `--num-envs N` every loop iteration takes N env steps and does N gradient updates, keeping the
   paper's one gradient step per env step.
+- `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
+  traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
+  one graph with no breaks, and compiles the acting policy. The first update compiles for ~15 s.
+  On a 2-core AVX2 CPU an update takes ≈ 0.8× eager's time; on CUDA it cuts the kernel launches.
 - `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
   weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
   AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's. Where
@@ -66,6 +70,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sac_v2"
 
@@ -139,7 +144,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the update function (losses and optimizer steps; backward runs as autograd's)"""
+    """torch.compile the whole update (losses, gradients, Adam steps, target update) into one graph"""
 
 
 def check_args(args: Args) -> None:
@@ -336,6 +341,42 @@ def actor_and_temperature_loss(actor, qf, log_alpha, obs, target_entropy: float)
     return actor_loss, temperature_loss(log_alpha, log_prob, target_entropy), log_prob.detach()
 
 
+def init_adam_state(optimizer: torch.optim.Adam) -> None:
+    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+    for group in optimizer.param_groups:
+        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
+        for param in group["params"]:
+            optimizer.state[param] = {
+                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+                "exp_avg": torch.zeros_like(param),
+                "exp_avg_sq": torch.zeros_like(param),
+            }
+
+
+def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
+    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
+    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
+    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
+    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
+    with torch.no_grad():
+        for optimizer in optimizers:
+            if not optimizer.state:  # a first step creates the state, as torch's Adam does
+                init_adam_state(optimizer)
+            for group in optimizer.param_groups:
+                params = group["params"]
+                state = [optimizer.state[param] for param in params]
+                beta1, beta2 = group["betas"]
+                functional_adam(
+                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
+                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
+                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
+                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                    eps=group["eps"], maximize=False,
+                )  # fmt: skip
+
+
 def update(
     batch, actor, qf, qf_target, log_alpha, q_optimizer, actor_optimizer, alpha_optimizer,
     gamma: float, tau: float, target_entropy: float, bf16: bool = False,
@@ -345,24 +386,18 @@ def update(
     alpha = log_alpha.detach().exp()
     with torch.autocast(alpha.device.type, dtype=torch.bfloat16, enabled=bf16):
         qf_loss, q_values = critic_loss(qf, qf_target, actor, batch, alpha, gamma)
-    q_optimizer.zero_grad(set_to_none=True)
-    qf_loss.backward()
-    q_optimizer.step()
+    adam_step(qf_loss, q_optimizer)
 
     with torch.autocast(alpha.device.type, dtype=torch.bfloat16, enabled=bf16):
         actor_loss, alpha_loss, log_prob = actor_and_temperature_loss(
             actor, qf, log_alpha, batch[0], target_entropy
         )
-    # J_π reaches only φ and J(α) only log α, so one backward of their sum gives each optimizer
+    # J_π reaches only φ and J(α) only log α, so the gradient of their sum gives each optimizer
     # exactly its own loss's gradient.
-    actor_optimizer.zero_grad(set_to_none=True)
     if alpha_optimizer is None:
-        actor_loss.backward()
+        adam_step(actor_loss, actor_optimizer)
     else:
-        alpha_optimizer.zero_grad(set_to_none=True)
-        (actor_loss + alpha_loss).backward()
-        alpha_optimizer.step()
-    actor_optimizer.step()
+        adam_step(actor_loss + alpha_loss, actor_optimizer, alpha_optimizer)
 
     polyak_update(qf_target, qf, tau)
     return {
@@ -402,16 +437,25 @@ def train(args: Args, run: Run) -> None:
     qf_target = TwinSoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # targets move only by Polyak averaging
-    # fused Adam: one kernel for all parameters instead of a loop of small ops
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, fused=True)
+    # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
+    # fuses into the update's own kernels (the fused kernel cannot be traced)
+    adam_form = {"foreach": True} if args.compile else {"fused": True}
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # autotune starts from α = 1 (as SB3 and CleanRL do); α = 0 gives log α = −inf, i.e. exactly 0
     initial_log_alpha = 0.0 if args.autotune else math.log(args.alpha) if args.alpha else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr) if args.autotune else None
+    for optimizer in (q_optimizer, actor_optimizer, alpha_optimizer):
+        if optimizer is not None:  # now, not inside a compiled update's first call
+            init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    train_step = torch.compile(update) if args.compile else update
+    train_step, sample_action = update, actor.sample
+    if args.compile:  # the whole update as one graph (autograd.grad traced too), and the acting
+        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
+            torch._dynamo.config.trace_autograd_ops = True
+        train_step, sample_action = torch.compile(update), torch.compile(actor.sample)
 
     training = {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "buffer": buffer}
     obs = run.start(
@@ -432,7 +476,7 @@ def train(args: Args, run: Run) -> None:
         else:
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                unit_action = actor.sample(obs_tensor)[0]
+                unit_action = sample_action(obs_tensor)[0]
         next_obs, reward, terminated, truncated, infos = envs.step(actor.to_env_action(unit_action))
 
         # store: an episode that ended stores its true last obs (final_obs), not the reset obs

@@ -37,7 +37,13 @@ PEER = {"sac_v2": "sac", "sac_v1": "sac", "sql_continuous": "sac", "sql_discrete
 
 
 def contenders(
-    script: str, env_id: str, learning_starts: int, total: int, bf16: bool = True
+    script: str,
+    env_id: str,
+    learning_starts: int,
+    total: int,
+    bf16: bool = True,
+    compiled: bool = False,
+    threads: int | None = None,
 ) -> dict[str, list]:
     """name -> command line; every command writes runs/<run>/summary.json with its learn_sps."""
     common = ["--env-id", env_id, "--total-timesteps", str(total)]
@@ -47,14 +53,16 @@ def contenders(
     commands = {f"softrl {script}": [sys.executable, str(ROOT / f"{script}.py"), *common]}
     # Every contender gets the threads torch gives SB3 by default (the softrl scripts' own
     # default is smaller, for runs that share the machine: see benchmarks/concurrency.py).
-    commands[f"softrl {script}"] += ["--no-cuda", "--torch-threads", str(torch.get_num_threads())]
+    threads = threads or torch.get_num_threads()
+    commands[f"softrl {script}"] += ["--no-cuda", "--torch-threads", str(threads)]
+    if compiled:  # the whole update as one torch.compile'd graph
+        commands[f"softrl {script} --compile"] = [*commands[f"softrl {script}"], "--compile"]
     if script == "sac_v2" and bf16:  # its optional bfloat16 autocast mode, measured separately
         commands["softrl sac_v2 --bf16"] = [*commands["softrl sac_v2"], "--bf16"]
-    if script == "sql_discrete":  # SB3 at its default threads and at one thread
+    if script == "sql_discrete" and threads != 1:  # SB3 at its default threads and at one thread
         commands["SB3 DQN, 1 thread"] = [*peer, *common, "--torch-threads", "1"]
-        commands["SB3 DQN"] = [*peer, *common]
-    else:
-        commands["SB3 SAC"] = [*peer, *common]
+    name = "SB3 DQN" if script == "sql_discrete" else "SB3 SAC"
+    commands[name] = [*peer, *common, "--torch-threads", str(threads)]
     return commands
 
 
@@ -162,6 +170,9 @@ def main() -> None:
         action="store_false",
         help="leave out sac_v2 --bf16 (on a CPU without AVX-512 BF16 it is emulated and very slow)",
     )
+    parser.add_argument("--compile", action="store_true", help="add the script with --compile")
+    parser.add_argument("--threads", type=int, help="torch threads of every contender")
+    parser.add_argument("--tag", default="", help="suffix of the results file's name")
     args = parser.parse_args()
     if args.env_id is None:
         args.env_id = "CartPole-v1" if args.script == "sql_discrete" else "Walker2d-v4"
@@ -171,7 +182,9 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"float32 matmul peak here: {peak:.0f} GFLOP/s", end="")
     print(f"; one update: {flops / 1e9:.4f} GFLOP" if flops else "")
-    commands = contenders(args.script, args.env_id, args.learning_starts, total, args.bf16)
+    commands = contenders(
+        args.script, args.env_id, args.learning_starts, total, args.bf16, args.compile, args.threads
+    )
     names = list(commands)
     sps: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(args.rounds):
@@ -187,15 +200,17 @@ def main() -> None:
         f"# Learn-phase SPS: {args.script} on {args.env_id}",
         "",
         f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; float32, CPU; "
-        f"every contender with torch's default {torch.get_num_threads()} threads unless its name "
-        "says otherwise.",
+        f"every contender with {args.threads or torch.get_num_threads()} torch threads unless its "
+        "name says otherwise.",
         f"Work per env step: {WORK[args.script]}. Each run: {args.learning_starts} random steps, "
         f"then {args.learn_steps} steps with updates; SPS counts the latter. {args.rounds} "
         "alternating rounds.",
         "",
         f"Command: `python benchmarks/speed.py --script {args.script} --env-id {args.env_id} "
         f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
-        f"--learn-steps {args.learn_steps}{'' if args.bf16 else ' --no-bf16'}`",
+        f"--learn-steps {args.learn_steps}{'' if args.bf16 else ' --no-bf16'}"
+        f"{' --compile' if args.compile else ''}{f' --threads {args.threads}' if args.threads else ''}"
+        f"{f' --tag {args.tag}' if args.tag else ''}`",
         "",
     ]
     if flops:
@@ -218,7 +233,7 @@ def main() -> None:
         lines.append(f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}.md"
+    out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}{args.tag}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(f"written to {out.relative_to(ROOT)}")
