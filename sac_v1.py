@@ -61,6 +61,9 @@ Departures from the paper, and why:
   separate MLPs, in fewer, larger matrix products.
 - With `--num-envs N` every loop iteration takes N env steps and does N gradient updates, keeping the
   paper's one gradient step per env step.
+- `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
+  traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
+  one graph with no breaks, and compiles the acting policy; the first update compiles for ~20 s.
 
 Usage:  python sac_v1.py --env-id Hopper-v4 --reward-scale 5      (see --help for every flag)
 """
@@ -84,6 +87,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sac_v1"
 
@@ -155,7 +159,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the update's loss computations"""
+    """torch.compile the whole update (losses, gradients, Adam steps, target update) into one graph"""
 
 
 def check_args(args: Args) -> None:
@@ -391,6 +395,42 @@ def sac_v1_losses(
     }  # fmt: skip
 
 
+def init_adam_state(optimizer: torch.optim.Adam) -> None:
+    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+    for group in optimizer.param_groups:
+        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
+        for param in group["params"]:
+            optimizer.state[param] = {
+                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+                "exp_avg": torch.zeros_like(param),
+                "exp_avg_sq": torch.zeros_like(param),
+            }
+
+
+def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
+    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
+    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
+    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
+    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
+    with torch.no_grad():
+        for optimizer in optimizers:
+            if not optimizer.state:  # a first step creates the state, as torch's Adam does
+                init_adam_state(optimizer)
+            for group in optimizer.param_groups:
+                params = group["params"]
+                state = [optimizer.state[param] for param in params]
+                beta1, beta2 = group["betas"]
+                functional_adam(
+                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
+                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
+                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
+                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                    eps=group["eps"], maximize=False,
+                )  # fmt: skip
+
+
 def update(
     batch, actor, qf, vf, vf_target, log_alpha,
     v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer,
@@ -409,11 +449,7 @@ def update(
     if alpha_optimizer is not None:
         total_loss = total_loss + losses["alpha_loss"]
         optimizers.append(alpha_optimizer)
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    total_loss.backward()
-    for optimizer in optimizers:
-        optimizer.step()
+    adam_step(total_loss, *optimizers)
 
     polyak_update(vf_target, vf, tau)  # Algorithm 1: after the gradient steps
     return {
@@ -457,16 +493,26 @@ def train(args: Args, run: Run) -> None:
     vf_target.load_state_dict(vf.state_dict())
     vf_target.requires_grad_(False)  # the target moves only by Polyak averaging
     # fused Adam: one kernel for all parameters instead of a loop of small ops
-    v_optimizer = torch.optim.Adam(vf.parameters(), lr=args.q_lr, fused=True)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, fused=True)
+    # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
+    # fuses into the update's own kernels (the fused kernel cannot be traced)
+    adam_form = {"foreach": True} if args.compile else {"fused": True}
+    v_optimizer = torch.optim.Adam(vf.parameters(), lr=args.q_lr, **adam_form)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # α = 0 gives log α = −inf, i.e. exactly α = 0 (no entropy term at all)
     initial_log_alpha = math.log(args.alpha) if args.alpha > 0 else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr) if args.autotune else None
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    train_step = torch.compile(update) if args.compile else update
+    for optimizer in (v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer):
+        if optimizer is not None:  # now, not inside a compiled update's first call
+            init_adam_state(optimizer)
+    train_step, sample_action = update, actor.sample
+    if args.compile:  # the whole update as one graph (autograd.grad traced too), and the acting
+        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
+            torch._dynamo.config.trace_autograd_ops = True
+        train_step, sample_action = torch.compile(update), torch.compile(actor.sample)
 
     model = {"actor": actor, "qf": qf, "vf": vf, "vf_target": vf_target}
     training = {"v_optimizer": v_optimizer, "q_optimizer": q_optimizer}
@@ -492,7 +538,7 @@ def train(args: Args, run: Run) -> None:
         else:
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                unit_action = actor.sample(obs_tensor)[0]
+                unit_action = sample_action(obs_tensor)[0]
         next_obs, reward, terminated, truncated, infos = envs.step(actor.to_env_action(unit_action))
 
         # store: an episode that ended stores its true last obs (final_obs), not the reset obs

@@ -67,6 +67,9 @@ Departures from the paper and the reference code, and why:
   rather than shared by the batch; the SVGD surrogate is averaged (not summed) over particles and
   states, which Adam's per-parameter scaling makes equivalent.
 - With --num-envs N every loop iteration takes N env steps and does N gradient updates.
+- --compile (off by default): torch.compile turns the whole update (losses, the SVGD direction and
+  the gradients by traced torch.autograd.grad, torch's functional Adam on the optimizers' own
+  state, the target update) into one graph with no breaks.
 
 Usage (see --help for every flag):
     python sql_continuous.py --env-id HalfCheetah-v4     # the paper's MuJoCo setting, 1M steps
@@ -95,6 +98,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sql_continuous"
 
@@ -174,7 +178,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the update function (losses and optimizer steps; backward runs as autograd's)"""
+    """torch.compile the whole update (losses, SVGD direction, gradients, Adam steps, target) as one graph"""
     plot: bool = False
     """MultiGoal-v0 only: draw runs/<run>/multigoal.png at each evaluation (Q at the origin, 50 sampled trajectories)"""
 
@@ -466,12 +470,48 @@ def svgd_sampler_loss(sampler, obs: torch.Tensor, log_density, num_particles: in
         fixed_obs, fixed = sampler.particles(obs, num_particles - num_updated)
     fixed.requires_grad_(True)
     grad_log_p = torch.autograd.grad(log_density(fixed_obs, fixed).sum(), fixed)[0]
-    # drawn after autograd.grad, so that under --compile the graph autograd.grad frees is not
-    # the one loss.backward() needs
+    # drawn after autograd.grad, so that under --compile the graph that autograd.grad frees is
+    # not the one the sampler's own gradient (adam_step) needs
     updated = sampler.particles(obs, num_updated)[1]
     direction, bandwidth = stein_direction(fixed.detach(), updated.detach(), grad_log_p)
     loss = -(direction * updated).sum(-1).mean()
     return loss, direction.norm(dim=-1).mean(), bandwidth.mean()
+
+
+def init_adam_state(optimizer: torch.optim.Adam) -> None:
+    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+    for group in optimizer.param_groups:
+        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
+        for param in group["params"]:
+            optimizer.state[param] = {
+                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+                "exp_avg": torch.zeros_like(param),
+                "exp_avg_sq": torch.zeros_like(param),
+            }
+
+
+def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
+    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
+    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
+    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
+    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
+    with torch.no_grad():
+        for optimizer in optimizers:
+            if not optimizer.state:  # a first step creates the state, as torch's Adam does
+                init_adam_state(optimizer)
+            for group in optimizer.param_groups:
+                params = group["params"]
+                state = [optimizer.state[param] for param in params]
+                beta1, beta2 = group["betas"]
+                functional_adam(
+                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
+                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
+                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
+                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                    eps=group["eps"], maximize=False,
+                )  # fmt: skip
 
 
 def update(
@@ -482,18 +522,14 @@ def update(
     qf_loss, q_values, next_value = critic_loss(
         qf, qf_target, batch, args.alpha, args.gamma, args.reward_scale, args.value_n_particles
     )
-    q_optimizer.zero_grad(set_to_none=True)
-    qf_loss.backward()
-    q_optimizer.step()
+    adam_step(qf_loss, q_optimizer)
 
     # The sampler chases exp(Q/α) of the online Q, just updated (never the target Q̄).
     sampler_loss, stein_norm, bandwidth = svgd_sampler_loss(
         sampler, batch[0], squashed_log_density(qf, args.alpha), args.kernel_n_particles,
         args.kernel_update_ratio,
     )  # fmt: skip
-    sampler_optimizer.zero_grad(set_to_none=True)
-    sampler_loss.backward()
-    sampler_optimizer.step()
+    adam_step(sampler_loss, sampler_optimizer)
 
     if update_target:
         polyak_update(qf_target, qf, args.tau)
@@ -637,11 +673,19 @@ def train(args: Args, run: Run) -> None:
     qf_target = SoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # the target moves only by polyak_update
-    # fused Adam: one kernel for all parameters instead of a loop of small ops
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
-    sampler_optimizer = torch.optim.Adam(sampler.parameters(), lr=args.policy_lr, fused=True)
+    # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
+    # fuses into the update's own kernels (the fused kernel cannot be traced)
+    adam_form = {"foreach": True} if args.compile else {"fused": True}
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
+    sampler_optimizer = torch.optim.Adam(sampler.parameters(), lr=args.policy_lr, **adam_form)
+    for optimizer in (q_optimizer, sampler_optimizer):  # now, not in a compiled update's first call
+        init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    train_step = torch.compile(update) if args.compile else update
+    train_step = update
+    if args.compile:  # the whole update as one graph (both autograd.grad calls traced too)
+        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
+            torch._dynamo.config.trace_autograd_ops = True
+        train_step = torch.compile(update)
 
     training = {
         "q_optimizer": q_optimizer,

@@ -404,13 +404,26 @@ def test_actor_loss_follows_the_gradient_of_q_through_the_action():
 # ------------------------------------------------------------------------------------------------
 # The update
 # ------------------------------------------------------------------------------------------------
-def sgd_optimizers(actor, qf, vf, log_alpha, lr=0.1):
-    """SGD for V, the Qs, π and α, in update()'s order: a step is exactly −lr × the gradient."""
-    groups = [vf.parameters(), qf.parameters(), actor.parameters(), [log_alpha]]
-    return [torch.optim.SGD(parameters, lr=lr) for parameters in groups]
+@pytest.fixture
+def sgd_optimizers(monkeypatch):
+    """Optimizers for V, the Qs, π and α, in update()'s order, whose step is exactly −lr × the
+    gradient: update() steps them with torch's functional Adam, swapped here for plain SGD, so a
+    step shows the very gradient each network received (Adam would hide its scale)."""
+
+    def sgd(params, grads, *state, lr, **settings):
+        for param, grad in zip(params, grads, strict=True):
+            param.sub_(lr * grad)
+
+    monkeypatch.setattr(sac_v1, "functional_adam", sgd)
+
+    def make(actor, qf, vf, log_alpha, lr=0.1):
+        groups = [vf.parameters(), qf.parameters(), actor.parameters(), [log_alpha]]
+        return [torch.optim.Adam(parameters, lr=lr) for parameters in groups]
+
+    return make
 
 
-def test_update_steps_each_network_by_its_own_loss_then_averages_the_target():
+def test_update_steps_each_network_by_its_own_loss_then_averages_the_target(sgd_optimizers):
     actor, qf, vf, vf_target = random_networks(dtype=torch.float64)
     batch = random_batch(dtype=torch.float64)
     log_alpha = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
@@ -450,7 +463,7 @@ def test_update_steps_each_network_by_its_own_loss_then_averages_the_target():
     assert logged["losses/soft_value"].item() == pytest.approx(losses["values"].mean().item())
 
 
-def test_update_with_fixed_alpha_leaves_alpha_alone():
+def test_update_with_fixed_alpha_leaves_alpha_alone(sgd_optimizers):
     actor, qf, vf, vf_target = random_networks()
     log_alpha = torch.tensor(math.log(0.3))
     optimizers = sgd_optimizers(actor, qf, vf, log_alpha)[:3] + [None]
@@ -460,7 +473,7 @@ def test_update_with_fixed_alpha_leaves_alpha_alone():
     assert logged["losses/alpha"].item() == pytest.approx(0.3)
 
 
-def actor_after_one_update(perturb: str | None = None) -> list[torch.Tensor]:
+def actor_after_one_update(sgd_optimizers, perturb: str | None = None) -> list[torch.Tensor]:
     """The actor's weights after one update; `perturb` names a network given other weights."""
     actor, qf, vf, vf_target = random_networks()
     if perturb is not None:
@@ -474,10 +487,10 @@ def actor_after_one_update(perturb: str | None = None) -> list[torch.Tensor]:
     return [p.detach().clone() for p in actor.parameters()]
 
 
-def test_update_trains_the_actor_against_the_online_q_functions_not_the_target_value():
-    reference = actor_after_one_update()
-    other_target = actor_after_one_update(perturb="vf_target")
-    other_q = actor_after_one_update(perturb="qf")
+def test_update_trains_the_actor_against_the_online_q_functions_not_the_target_value(sgd_optimizers):  # fmt: skip
+    reference = actor_after_one_update(sgd_optimizers)
+    other_target = actor_after_one_update(sgd_optimizers, perturb="vf_target")
+    other_q = actor_after_one_update(sgd_optimizers, perturb="qf")
     assert all(torch.equal(a, b) for a, b in zip(reference, other_target, strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(reference, other_q, strict=True))
 

@@ -421,13 +421,6 @@ def test_smoke_mujoco_with_two_envs(in_tmp):
     assert math.isfinite(summary["eval_return_mean"]) and summary["eval_return_mean"] > 0
 
 
-@pytest.mark.slow
-def test_compiled_update_trains(in_tmp):
-    result = sac_v2.main(tiny_args(compile=True, total_timesteps=300))
-    assert result["gradient_updates"] == 100 and math.isfinite(result["eval_return_mean"])
-    assert result["alpha"] < 1.0
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -462,69 +455,3 @@ def test_learns_pendulum_within_15k_steps(in_tmp):
         )
     )
     assert result["eval_return_mean"] >= -250, result
-
-
-@pytest.mark.parametrize("form", [{"fused": True}, {"foreach": True}, {}])
-def test_adam_step_is_torch_adams_step(form):
-    """adam_step (autograd.grad + functional Adam, traceable by torch.compile) takes exactly the
-    step of torch.optim.Adam after zero_grad() and backward(), step after step."""
-    actor_a, qf_a, _ = networks()
-    actor_b, qf_b, _ = networks()
-    optimizer_a = torch.optim.Adam(qf_a.parameters(), lr=1e-2, **form)
-    optimizer_b = torch.optim.Adam(qf_b.parameters(), lr=1e-2, **form)
-    for _ in range(3):
-        obs, action = random_batch()[:2]
-        optimizer_a.zero_grad()
-        qf_a(obs, action).pow(2).mean().backward()
-        optimizer_a.step()
-        sac_v2.adam_step(qf_b(obs, action).pow(2).mean(), optimizer_b)
-        for a, b in zip(qf_a.parameters(), qf_b.parameters(), strict=True):
-            assert torch.equal(a, b)
-    state_a, state_b = optimizer_a.state_dict()["state"], optimizer_b.state_dict()["state"]
-    for index, entry in state_a.items():
-        for key, value in entry.items():
-            assert torch.equal(value, state_b[index][key]), key
-
-
-@pytest.mark.slow
-def test_compiled_update_is_one_graph_and_matches_eager():
-    """--compile traces the whole update (losses, autograd.grad, Adam, Polyak) as one graph with no
-    breaks, and its steps equal eager's up to float reassociation (eager's RNG via fallback_random)."""
-    import torch._dynamo
-    import torch._inductor.config
-
-    def start():
-        actor, qf, qf_target = networks()
-        log_alpha = torch.tensor(-1.0, requires_grad=True)
-        optimizers = [
-            torch.optim.Adam(qf.parameters(), lr=1e-3, foreach=True),
-            torch.optim.Adam(actor.parameters(), lr=1e-3, foreach=True),
-            torch.optim.Adam([log_alpha], lr=1e-3),
-        ]
-        for optimizer in optimizers:
-            sac_v2.init_adam_state(optimizer)
-        return actor, qf, qf_target, log_alpha, *optimizers
-
-    batches = [random_batch() for _ in range(3)]
-    constants = (0.99, 0.005, -2.0)
-    torch._dynamo.config.trace_autograd_ops = True
-    explanation = torch._dynamo.explain(sac_v2.update)(batches[0], *start(), *constants)
-    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
-
-    torch._dynamo.reset()
-    results = []
-    with torch._inductor.config.patch(fallback_random=True):
-        for step in (sac_v2.update, torch.compile(sac_v2.update)):
-            state = start()
-            torch.manual_seed(11)
-            losses = [step(batch, *state, *constants) for batch in batches]
-            results.append((state, losses))
-    (eager_state, eager_losses), (compiled_state, compiled_losses) = results
-    for eager, compiled in zip(eager_state[:4], compiled_state[:4], strict=True):
-        tensors = [eager] if isinstance(eager, torch.Tensor) else list(eager.parameters())
-        others = [compiled] if isinstance(compiled, torch.Tensor) else list(compiled.parameters())
-        for a, b in zip(tensors, others, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    for eager, compiled in zip(eager_losses, compiled_losses, strict=True):
-        for key in eager:
-            torch.testing.assert_close(eager[key], compiled[key], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,155 @@
+"""`--compile` in the scripts whose whole update compiles to one graph: their Adam step (gradient by
+torch.autograd.grad, torch's functional Adam, so that torch.compile can trace it) is exactly
+torch.optim.Adam's, and the compiled update is one graph whose steps equal eager's."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo.config
+import torch._inductor.config
+
+SCRIPTS = ["sac_v2", "sac_v1", "sql_continuous"]
+OBS_DIM, ACT_DIM = 3, 2
+
+
+def batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(n, OBS_DIM, generator=generator),
+        torch.rand(n, ACT_DIM, generator=generator) * 2 - 1,
+        torch.randn(n, 1, generator=generator),
+        (torch.rand(n, 1, generator=generator) < 0.3).float(),
+        torch.randn(n, OBS_DIM, generator=generator),
+    )
+
+
+@pytest.mark.parametrize("form", [{"fused": True}, {"foreach": True}, {}])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_adam_step_is_torch_adams_step(script, form):
+    """Two networks, one loss, two optimizers, three steps: adam_step leaves the parameters and the
+    optimizer state bit-identical to zero_grad(), backward() and step()."""
+    module = importlib.import_module(script)
+    copies = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets = [torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))]
+        nets.append(torch.nn.Linear(5, 1))
+        optimizers = [torch.optim.Adam(net.parameters(), lr=1e-2, **form) for net in nets]
+        copies.append((nets, optimizers))
+    (nets_a, optimizers_a), (nets_b, optimizers_b) = copies
+    for step in range(3):
+        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(step))
+        for optimizer in optimizers_a:
+            optimizer.zero_grad()
+        (nets_a[0](x).pow(2).mean() + nets_a[1](x).abs().mean()).backward()
+        for optimizer in optimizers_a:
+            optimizer.step()
+        module.adam_step(nets_b[0](x).pow(2).mean() + nets_b[1](x).abs().mean(), *optimizers_b)
+        for net_a, net_b in zip(nets_a, nets_b, strict=True):
+            for a, b in zip(net_a.parameters(), net_b.parameters(), strict=True):
+                assert torch.equal(a, b)
+    for optimizer_a, optimizer_b in zip(optimizers_a, optimizers_b, strict=True):
+        state_a, state_b = optimizer_a.state_dict()["state"], optimizer_b.state_dict()["state"]
+        for index, entry in state_a.items():
+            for key, value in entry.items():
+                assert torch.equal(value, state_b[index][key]), key
+
+
+def sac_v2_update():
+    import sac_v2
+
+    torch.manual_seed(0)
+    actor = sac_v2.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM))
+    qf, qf_target = sac_v2.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16), sac_v2.TwinSoftQNetwork(3, 2, 16)
+    qf_target.load_state_dict(qf.state_dict())
+    qf_target.requires_grad_(False)
+    log_alpha = torch.tensor(-1.0, requires_grad=True)
+    groups = [qf.parameters(), actor.parameters(), [log_alpha]]
+    optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
+    state = (actor, qf, qf_target, log_alpha, *optimizers)
+    return sac_v2.update, optimizers, state, (0.99, 0.005, -2.0)
+
+
+def sac_v1_update():
+    import sac_v1
+
+    torch.manual_seed(0)
+    actor = sac_v1.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM))
+    qf = sac_v1.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16)
+    vf, vf_target = sac_v1.SoftValueNetwork(OBS_DIM, 16), sac_v1.SoftValueNetwork(OBS_DIM, 16)
+    vf_target.load_state_dict(vf.state_dict())
+    vf_target.requires_grad_(False)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    groups = [vf.parameters(), qf.parameters(), actor.parameters(), [log_alpha]]
+    optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
+    state = (actor, qf, vf, vf_target, log_alpha, *optimizers)
+    return sac_v1.update, optimizers, state, (0.99, 0.005, 5.0, -2.0)
+
+
+def sql_continuous_update():
+    import sql_continuous
+
+    torch.manual_seed(0)
+    sampler = sql_continuous.SamplingNetwork(OBS_DIM, ACT_DIM, 16, -np.ones(2), np.ones(2))
+    qf = sql_continuous.SoftQNetwork(OBS_DIM, ACT_DIM, 16)
+    qf_target = sql_continuous.SoftQNetwork(OBS_DIM, ACT_DIM, 16)
+    qf_target.load_state_dict(qf.state_dict())
+    qf_target.requires_grad_(False)
+    optimizers = [
+        torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True) for net in (qf, sampler)
+    ]
+    args = sql_continuous.Args(env_id="Pendulum-v1", kernel_n_particles=8, value_n_particles=8)
+    state = (sampler, qf, qf_target, *optimizers)
+    return sql_continuous.update, optimizers, state, (args, True)
+
+
+UPDATES = {
+    "sac_v2": sac_v2_update,
+    "sac_v1": sac_v1_update,
+    "sql_continuous": sql_continuous_update,
+}
+
+
+def tensors(state) -> list[torch.Tensor]:
+    """Every parameter and tensor in an update's arguments (the optimizers' are checked by them)."""
+    found = []
+    for item in state:
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, torch.nn.Module):
+            found += list(item.parameters())
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+@torch._dynamo.config.patch(trace_autograd_ops=True)  # what --compile sets
+@torch._inductor.config.patch(fallback_random=True)  # compiled code draws eager's random numbers
+def test_compiled_update_is_one_graph_and_matches_eager(script):
+    """--compile traces the whole update (losses, autograd.grad, Adam, target update) as one graph
+    with no breaks, and three compiled steps equal three eager ones up to float reassociation."""
+    module = importlib.import_module(script)
+    update, optimizers, state, constants = UPDATES[script]()
+    for optimizer in optimizers:
+        module.init_adam_state(optimizer)
+    explanation = torch._dynamo.explain(update)(batch(0), *state, *constants)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+
+    torch._dynamo.reset()
+    results = []
+    for step in (update, torch.compile(update)):
+        _, optimizers, state, constants = UPDATES[script]()
+        for optimizer in optimizers:
+            module.init_adam_state(optimizer)
+        torch.manual_seed(11)
+        losses = [step(batch(seed), *state, *constants) for seed in range(3)]
+        results.append((tensors(state), losses))
+    (eager_tensors, eager_losses), (compiled_tensors, compiled_losses) = results
+    assert len(eager_tensors) > 4
+    for eager, compiled in zip(eager_tensors, compiled_tensors, strict=True):
+        torch.testing.assert_close(eager, compiled, atol=1e-5, rtol=1e-4)
+    for eager, compiled in zip(eager_losses, compiled_losses, strict=True):
+        for key in eager:
+            torch.testing.assert_close(eager[key], compiled[key], atol=1e-5, rtol=1e-4)
