@@ -50,7 +50,8 @@ def contenders(
     common += ["--learning-starts", str(learning_starts), "--eval-frequency", "0"]
     common += ["--eval-episodes", "1"]  # the final evaluation is not timed; keep it short
     peer = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", PEER[script]]
-    commands = {f"softrl {script}": [sys.executable, str(ROOT / f"{script}.py"), *common]}
+    softrl = [sys.executable, str(ROOT / f"{script}.py"), *common, "--log-frequency", "100"]
+    commands = {f"softrl {script}": softrl}
     # Every contender gets the threads torch gives SB3 by default (the softrl scripts' own
     # default is smaller, for runs that share the machine: see benchmarks/concurrency.py).
     threads = threads or torch.get_num_threads()
@@ -66,14 +67,38 @@ def contenders(
     return commands
 
 
-def run_once(command: list[str]) -> float:
-    """Run one contender in a scratch directory and return its learn-phase SPS."""
+WARM_UP_UPDATES = 500  # learn steps left out of the steady SPS: compilation, allocator, caches
+
+
+def steady_sps(rows: list[dict], learn_start: int) -> float | None:
+    """SPS from the first logged step past WARM_UP_UPDATES learn steps to the last logged step.
+
+    The scripts log charts/SPS = (step − learn_start) / seconds since learning began, so each row
+    gives the seconds to its step; two rows give the rate between them (LeanRL's protocol: SPS
+    after the warm-up, here with --compile's compilation inside the warm-up)."""
+    times = [
+        (row["global_step"], (row["global_step"] - learn_start) / row["charts/SPS"])
+        for row in rows
+        if row.get("charts/SPS") and row["global_step"] >= learn_start + WARM_UP_UPDATES
+    ]
+    if len(times) < 2:
+        return None
+    (first_step, first_time), (last_step, last_time) = times[0], times[-1]
+    return (last_step - first_step) / (last_time - first_time)
+
+
+def run_once(command: list[str], learn_start: int) -> tuple[float, float]:
+    """Run one contender in a scratch directory; return its SPS over the whole learn phase and
+    after the warm-up (the same for a contender that logs no charts/SPS: the SB3 peers)."""
     with tempfile.TemporaryDirectory() as scratch:
         process = subprocess.run(command, cwd=scratch, capture_output=True, text=True)
         if process.returncode != 0:
             sys.exit(f"benchmark command failed: {' '.join(command)}\n{process.stderr[-2000:]}")
         (summary,) = Path(scratch).glob("runs/*/summary.json")
-        return json.loads(summary.read_text())["learn_sps"]
+        metrics = summary.parent / "metrics.jsonl"
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        learn_sps = json.loads(summary.read_text())["learn_sps"]
+        return learn_sps, steady_sps(rows, learn_start) or learn_sps
 
 
 def sac_update_flops(obs_dim: int, act_dim: int, hidden: int = 256, batch: int = 256) -> float:
@@ -186,12 +211,18 @@ def main() -> None:
         args.script, args.env_id, args.learning_starts, total, args.bf16, args.compile, args.threads
     )
     names = list(commands)
-    sps: dict[str, list[float]] = {name: [] for name in names}
+    sps: dict[str, list[float]] = {name: [] for name in names}  # after the warm-up
+    whole: dict[str, list[float]] = {name: [] for name in names}  # the whole learn phase
     for round_index in range(args.rounds):
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
-            sps[name].append(run_once(commands[name]))
-            print(f"round {round_index + 1}/{args.rounds}: {name:>22} {sps[name][-1]:7.1f} SPS")
+            learn_sps, steady = run_once(commands[name], args.learning_starts + 1)
+            sps[name].append(steady)
+            whole[name].append(learn_sps)
+            print(
+                f"round {round_index + 1}/{args.rounds}: {name:>28} {steady:7.1f} SPS "
+                f"({learn_sps:.1f} over the whole learn phase)"
+            )
 
     medians = {name: statistics.median(values) for name, values in sps.items()}
     baseline = medians[names[-1]]
@@ -203,8 +234,10 @@ def main() -> None:
         f"every contender with {args.threads or torch.get_num_threads()} torch threads unless its "
         "name says otherwise.",
         f"Work per env step: {WORK[args.script]}. Each run: {args.learning_starts} random steps, "
-        f"then {args.learn_steps} steps with updates; SPS counts the latter. {args.rounds} "
-        "alternating rounds.",
+        f"then {args.learn_steps} steps with updates. SPS counts the steps after the first "
+        f"{WARM_UP_UPDATES} updates (LeanRL's protocol; --compile compiles inside them); the "
+        f"last column counts every update, compilation included. {args.rounds} alternating "
+        "rounds.",
         "",
         f"Command: `python benchmarks/speed.py --script {args.script} --env-id {args.env_id} "
         f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
@@ -223,14 +256,18 @@ def main() -> None:
             "",
         ]
     lines += [
-        f"| contender | SPS per round | median SPS | ratio to {names[-1]} | % of ceiling |",
-        "|---|---|---|---|---|",
+        f"| contender | SPS per round | median SPS | ratio to {names[-1]} | % of ceiling "
+        "| median SPS, whole learn phase |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
         rounds = ", ".join(f"{value:.1f}" for value in sps[name])
         ratio = medians[name] / baseline
         ceiling = f"{100 * flops * medians[name] / (peak * 1e9):.1f}%" if flops else "n/a"
-        lines.append(f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling} |")
+        lines.append(
+            f"| {name} | {rounds} | {medians[name]:.1f} | {ratio:.2f}× | {ceiling} "
+            f"| {statistics.median(whole[name]):.1f} |"
+        )
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}{args.tag}.md"
