@@ -63,7 +63,9 @@ Departures from the paper, and why:
   paper's one gradient step per env step.
 - `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
   traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
-  one graph with no breaks, and compiles the acting policy; the first update compiles for ~20 s.
+  one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 20 s.
+  On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives 127 instead of 106 SPS after the warm-up;
+  on CUDA it also removes most kernel launches (not measured yet).
 
 Usage:  python sac_v1.py --env-id Hopper-v4 --reward-scale 5      (see --help for every flag)
 """
@@ -159,7 +161,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update (losses, gradients, Adam steps, target update) into one graph"""
+    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.2x SPS; CUDA: unmeasured)"""
 
 
 def check_args(args: Args) -> None:

@@ -41,8 +41,9 @@ Departures from the paper, and why:
   paper's one gradient step per env step.
 - `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
   traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
-  one graph with no breaks, and compiles the acting policy. The first update compiles for ~15 s.
-  On a 2-core AVX2 CPU an update takes ≈ 0.8× eager's time; on CUDA it cuts the kernel launches.
+  one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 15 s.
+  On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives 121 instead of 97 SPS after the warm-up;
+  on CUDA it also removes most kernel launches (not measured yet).
 - `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
   weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
   AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's. Where
@@ -144,7 +145,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update (losses, gradients, Adam steps, target update) into one graph"""
+    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.25x SPS; CUDA: unmeasured)"""
 
 
 def check_args(args: Args) -> None:
