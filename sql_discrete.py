@@ -55,6 +55,12 @@ and departures from the papers:
 - Every `--train-frequency` vector steps, `--gradient-steps` updates per env: the defaults make
   one gradient update per env step for any `--num-envs`.
 
+- `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a traced
+  torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into one
+  graph with no breaks; the annealed rate is then a tensor filled in place before each round
+  (`set_learning_rate`), so it is an input of the graph, not a constant that recompiles it. On a
+  2-core AVX2 CPU (CartPole-v1, 2 threads) it gives 609 instead of 479 SPS after the warm-up.
+
 Usage: python sql_discrete.py --env-id CartPole-v1 --total-timesteps 50000 [--double-soft-q]
 """
 
@@ -78,6 +84,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sql_discrete"
 
@@ -159,7 +166,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the update's loss computations"""
+    """torch.compile the whole update into one graph (2-core CPU: 1.27x SPS; CUDA: unmeasured)"""
     eval_stochastic: bool = False
     """evaluate by sampling the Boltzmann policy (2) instead of acting greedily"""
 
@@ -316,31 +323,70 @@ def soft_q_losses(batch, q_network, target_network, log_alpha, gamma, target_ent
     return qf_loss, alpha_loss, policy_entropy, next_value.mean()
 
 
+def init_adam_state(optimizer: torch.optim.Adam) -> None:
+    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+    for group in optimizer.param_groups:
+        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
+        for param in group["params"]:
+            optimizer.state[param] = {
+                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+                "exp_avg": torch.zeros_like(param),
+                "exp_avg_sq": torch.zeros_like(param),
+            }
+
+
+def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
+    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
+    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
+    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
+    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
+    with torch.no_grad():
+        for optimizer in optimizers:
+            if not optimizer.state:  # a first step creates the state, as torch's Adam does
+                init_adam_state(optimizer)
+            for group in optimizer.param_groups:
+                params = group["params"]
+                state = [optimizer.state[param] for param in params]
+                beta1, beta2 = group["betas"]
+                functional_adam(
+                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
+                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
+                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
+                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                    eps=group["eps"], maximize=False,
+                )  # fmt: skip
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    """Set the (annealed) rate before an update. Under --compile the rate is a 0-dim tensor,
+    filled in place: an input of the compiled update, not a constant that would recompile it."""
+    group = optimizer.param_groups[0]
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(rate)
+    else:
+        group["lr"] = rate
+
+
 def update(
     batch, q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
-    learning_rate: float, gamma: float, tau: float, target_entropy: float,
+    gamma: float, tau: float, target_entropy: float,
     double_soft_q: bool = False, loss: str = "huber", update_target: bool = True,
-    compute_losses=soft_q_losses,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One gradient step of Q_θ on (5) at `learning_rate` and, if alpha_optimizer, of log α on
-    (7); then, if update_target, θ̄ ← τθ + (1−τ)θ̄. `compute_losses` may be a compiled
-    soft_q_losses. Returns detached tensors: reading them is the caller's choice, so the update
-    itself never waits for the device."""
+    """One gradient step of Q_θ on (5) at q_optimizer's rate and, if alpha_optimizer, of log α on
+    (7); then, if update_target, θ̄ ← τθ + (1−τ)θ̄. Returns detached tensors: reading them is the
+    caller's choice, so the update itself never waits for the device."""
     alpha = log_alpha.detach().exp()  # the temperature these losses use
-    qf_loss, alpha_loss, policy_entropy, next_value = compute_losses(
+    qf_loss, alpha_loss, policy_entropy, next_value = soft_q_losses(
         batch, q_network, target_network, log_alpha, gamma, target_entropy, double_soft_q, loss
     )
-    q_optimizer.param_groups[0]["lr"] = learning_rate
-    q_optimizer.zero_grad(set_to_none=True)
     if alpha_optimizer is None:
-        qf_loss.backward()
+        adam_step(qf_loss, q_optimizer)
     else:
-        # Each loss sees the other's inputs detached, so one backward pass through their sum
-        # gives θ exactly ∇L(θ) and log α exactly ∇J(log α).
-        alpha_optimizer.zero_grad(set_to_none=True)
-        (qf_loss + alpha_loss).backward()
-        alpha_optimizer.step()
-    q_optimizer.step()
+        # Each loss sees the other's inputs detached, so the gradient of their sum gives θ
+        # exactly ∇L(θ) and log α exactly ∇J(log α).
+        adam_step(qf_loss + alpha_loss, q_optimizer, alpha_optimizer)
     if update_target:
         polyak_update(target_network, q_network, tau)
     return {
@@ -380,14 +426,23 @@ def train(args: Args, run: Run) -> None:
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
     target_network.requires_grad_(False)  # Q̄ moves only towards θ, in polyak_update
-    # fused Adam: one kernel for all parameters instead of a loop of small ops per tensor
-    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
+    # Adam in one fused kernel; under --compile its single-tensor form, which takes the annealed
+    # rate as a tensor and which inductor fuses (the fused kernel cannot be traced)
+    adam_form = {"foreach": False} if args.compile else {"fused": True}
+    learning_rate = torch.tensor(args.learning_rate) if args.compile else args.learning_rate
+    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=learning_rate, **adam_form)
     log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr) if args.autotune else None
+    for optimizer in (q_optimizer, alpha_optimizer):
+        if optimizer is not None:  # now, not inside a compiled update's first call
+            init_adam_state(optimizer)
     target_entropy = args.target_entropy_scale * math.log(n_actions)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
-    # only the losses are compiled: the optimizer steps stay eager, as the annealed rate changes
-    compute_losses = torch.compile(soft_q_losses) if args.compile else soft_q_losses
+    train_step = update
+    if args.compile:  # the whole update as one graph (autograd.grad traced too)
+        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
+            torch._dynamo.config.trace_autograd_ops = True
+        train_step = torch.compile(update)
 
     training = {"q_optimizer": q_optimizer, "buffer": buffer}
     obs = run.start(
@@ -427,14 +482,14 @@ def train(args: Args, run: Run) -> None:
             learning_rate = args.learning_rate
             if args.anneal_lr:  # linear decay: a settled final network (see docstring)
                 learning_rate *= 1.0 - (run.global_step - args.num_envs) / args.total_timesteps
+            set_learning_rate(q_optimizer, learning_rate)
             for _ in range(args.gradient_steps * args.num_envs):
                 run.gradient_updates += 1
-                losses = update(
+                losses = train_step(
                     buffer.sample(args.batch_size), q_network, target_network, log_alpha,
-                    q_optimizer, alpha_optimizer, learning_rate, args.gamma, args.tau,
+                    q_optimizer, alpha_optimizer, args.gamma, args.tau,
                     target_entropy, args.double_soft_q, args.loss,
                     update_target=run.gradient_updates % args.target_network_frequency == 0,
-                    compute_losses=compute_losses,
                 )  # fmt: skip
         if losses:  # the latest round's losses, also when this vector step had no round
             run.log_losses(losses)

@@ -1,4 +1,4 @@
-"""`--compile` in the scripts whose whole update compiles to one graph: their Adam step (gradient by
+"""`--compile` in the deep-RL scripts, whose whole update compiles to one graph: their Adam step (gradient by
 torch.autograd.grad, torch's functional Adam, so that torch.compile can trace it) is exactly
 torch.optim.Adam's, and the compiled update is one graph whose steps equal eager's."""
 
@@ -10,11 +10,12 @@ import torch
 import torch._dynamo.config
 import torch._inductor.config
 
-SCRIPTS = ["sac_v2", "sac_v1", "sql_continuous"]
+SCRIPTS = ["sac_v2", "sac_v1", "sql_continuous", "sql_discrete"]
 OBS_DIM, ACT_DIM = 3, 2
 
 
 def batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
+    """(obs, action in [−1, 1], reward, terminated, next obs), as the continuous scripts store it."""
     generator = torch.Generator().manual_seed(seed)
     return (
         torch.randn(n, OBS_DIM, generator=generator),
@@ -23,6 +24,12 @@ def batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
         (torch.rand(n, 1, generator=generator) < 0.3).float(),
         torch.randn(n, OBS_DIM, generator=generator),
     )
+
+
+def discrete_batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
+    """(obs, next obs, action index, reward, terminated), as sql_discrete stores it."""
+    obs, action, reward, terminated, next_obs = batch(seed, n)
+    return obs, next_obs, (action[:, 0] > 0).long(), reward[:, 0], terminated[:, 0]
 
 
 @pytest.mark.parametrize("form", [{"fused": True}, {"foreach": True}, {}])
@@ -69,7 +76,7 @@ def sac_v2_update():
     groups = [qf.parameters(), actor.parameters(), [log_alpha]]
     optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
     state = (actor, qf, qf_target, log_alpha, *optimizers)
-    return sac_v2.update, optimizers, state, (0.99, 0.005, -2.0)
+    return sac_v2.update, optimizers, state, (0.99, 0.005, -2.0), batch
 
 
 def sac_v1_update():
@@ -85,7 +92,7 @@ def sac_v1_update():
     groups = [vf.parameters(), qf.parameters(), actor.parameters(), [log_alpha]]
     optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
     state = (actor, qf, vf, vf_target, log_alpha, *optimizers)
-    return sac_v1.update, optimizers, state, (0.99, 0.005, 5.0, -2.0)
+    return sac_v1.update, optimizers, state, (0.99, 0.005, 5.0, -2.0), batch
 
 
 def sql_continuous_update():
@@ -102,13 +109,35 @@ def sql_continuous_update():
     ]
     args = sql_continuous.Args(env_id="Pendulum-v1", kernel_n_particles=8, value_n_particles=8)
     state = (sampler, qf, qf_target, *optimizers)
-    return sql_continuous.update, optimizers, state, (args, True)
+    return sql_continuous.update, optimizers, state, (args, True), batch
+
+
+def sql_discrete_update():
+    import sql_discrete
+
+    torch.manual_seed(0)
+    q_network, target_network = (sql_discrete.QNetwork(OBS_DIM, 2, (16, 16)) for _ in range(2))
+    target_network.load_state_dict(q_network.state_dict())
+    target_network.requires_grad_(False)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    # as --compile builds them: the annealed rate a tensor, single-tensor Adam
+    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=torch.tensor(1e-3), foreach=False)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=1e-3)
+    state = (q_network, target_network, log_alpha, q_optimizer, alpha_optimizer)
+    return (
+        sql_discrete.update,
+        [q_optimizer, alpha_optimizer],
+        state,
+        (0.99, 0.005, 0.3),
+        discrete_batch,
+    )
 
 
 UPDATES = {
     "sac_v2": sac_v2_update,
     "sac_v1": sac_v1_update,
     "sql_continuous": sql_continuous_update,
+    "sql_discrete": sql_discrete_update,
 }
 
 
@@ -131,20 +160,20 @@ def test_compiled_update_is_one_graph_and_matches_eager(script):
     """--compile traces the whole update (losses, autograd.grad, Adam, target update) as one graph
     with no breaks, and three compiled steps equal three eager ones up to float reassociation."""
     module = importlib.import_module(script)
-    update, optimizers, state, constants = UPDATES[script]()
+    update, optimizers, state, constants, make_batch = UPDATES[script]()
     for optimizer in optimizers:
         module.init_adam_state(optimizer)
-    explanation = torch._dynamo.explain(update)(batch(0), *state, *constants)
+    explanation = torch._dynamo.explain(update)(make_batch(0), *state, *constants)
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0
 
     torch._dynamo.reset()
     results = []
     for step in (update, torch.compile(update)):
-        _, optimizers, state, constants = UPDATES[script]()
+        _, optimizers, state, constants, _ = UPDATES[script]()
         for optimizer in optimizers:
             module.init_adam_state(optimizer)
         torch.manual_seed(11)
-        losses = [step(batch(seed), *state, *constants) for seed in range(3)]
+        losses = [step(make_batch(seed), *state, *constants) for seed in range(3)]
         results.append((tensors(state), losses))
     (eager_tensors, eager_losses), (compiled_tensors, compiled_losses) = results
     assert len(eager_tensors) > 4

@@ -198,7 +198,7 @@ def test_update_losses_on_a_hand_built_batch(double_soft_q, loss):
     log_alpha = torch.tensor(math.log(alpha), requires_grad=True)
     result = sqld.update(
         hand_batch(), q_network, target_network, log_alpha, *optimizers(q_network, log_alpha),
-        learning_rate=1e-3, gamma=gamma, tau=0.005, target_entropy=target_entropy,
+        gamma=gamma, tau=0.005, target_entropy=target_entropy,
         double_soft_q=double_soft_q, loss=loss,
     )  # fmt: skip
 
@@ -232,7 +232,7 @@ def test_update_moves_alpha_toward_the_target_entropy(q_values, alpha_should):
     log_alpha = torch.tensor(0.0, requires_grad=True)
     sqld.update(
         hand_batch(), q_network, target_network.requires_grad_(False), log_alpha,
-        *optimizers(q_network, log_alpha), 1e-3, 0.99, 0.005, 0.3 * math.log(3),
+        *optimizers(q_network, log_alpha), 0.99, 0.005, 0.3 * math.log(3),
     )  # fmt: skip
     assert (log_alpha.item() > 0) == (alpha_should == "rise") and log_alpha.item() != 0
 
@@ -245,7 +245,7 @@ def test_update_steps_alpha_on_the_online_network_not_the_target():
         log_alpha = torch.tensor(0.0, requires_grad=True)
         result = sqld.update(
             hand_batch(), q_network, constant_q(target_values).requires_grad_(False), log_alpha,
-            *optimizers(q_network, log_alpha), 1e-3, 0.99, 0.005, 0.3,
+            *optimizers(q_network, log_alpha), 0.99, 0.005, 0.3,
         )  # fmt: skip
         steps.append((log_alpha.item(), result["charts/policy_entropy"].item()))
     assert steps[0] == steps[1] and steps[0][0] != 0.0
@@ -261,9 +261,10 @@ def test_update_trains_q_at_the_given_rate_and_moves_the_target_only_when_asked(
     q_before, target_before = weights(q_network), weights(target_network)
 
     def step(learning_rate, update_target, alpha_optimizer=alpha_optimizer):
+        sqld.set_learning_rate(q_optimizer, learning_rate)
         sqld.update(
             hand_batch(), q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
-            learning_rate, 0.99, 0.25, 0.3, update_target=update_target,
+            0.99, 0.25, 0.3, update_target=update_target,
         )  # fmt: skip
         assert q_optimizer.param_groups[0]["lr"] == learning_rate
 
@@ -282,6 +283,15 @@ def test_update_trains_q_at_the_given_rate_and_moves_the_target_only_when_asked(
     fixed = log_alpha.item()
     step(1e-2, update_target=False, alpha_optimizer=None)  # --no-autotune: α stays
     assert log_alpha.item() == fixed
+
+
+def test_set_learning_rate_fills_a_tensor_rate_in_place():
+    """Under --compile the rate is a tensor that the compiled update reads: it must stay the same
+    tensor with a new value, or the graph would hold a stale constant."""
+    rate = torch.tensor(1e-3)
+    optimizer = torch.optim.Adam(sqld.QNetwork(2, 3, (8,)).parameters(), lr=rate, foreach=False)
+    sqld.set_learning_rate(optimizer, 2.5e-4)
+    assert optimizer.param_groups[0]["lr"] is rate and rate.item() == pytest.approx(2.5e-4)
 
 
 # ---------------------------------------------------------------------------- evaluation policy
