@@ -22,7 +22,8 @@ On a cluster (`--address auto` on its head node, or `--address ray://head:10001`
 Ray ships this repository to the workers as the tasks' working directory; each worker needs the
 packages of requirements.txt and benchmarks/requirements.txt. `--gpus-per-run 0.25` gives each run
 a quarter of a GPU and lets the scripts use CUDA. Ctrl-C cancels the runs not yet finished; the
-finished ones stay in runs.jsonl.
+finished ones stay in runs.jsonl. (`ray stop` stops every Ray runtime on its machine, a running
+grid's local one too: its runs in flight are lost.)
 """
 
 import argparse
