@@ -949,7 +949,10 @@ def command_line(argv: list[str] | None = None) -> int:
     """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
     a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
     argv = sys.argv[1:] if argv is None else argv
-    args = tyro.cli(Args, args=argv)
+    args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+    if unknown:  # a mistyped flag: one line, not tyro's box
+        print(f"error: unknown flags {' '.join(unknown)} (--help lists them)", file=sys.stderr)
+        return 2
 
     def request_stop(signum, frame):
         if STOP_REQUESTED.is_set() and signum == signal.SIGINT:

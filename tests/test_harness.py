@@ -423,7 +423,8 @@ def test_unusable_saved_files_are_usage_errors(in_tmp, script):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_command_line_bad_input_exits_2_with_one_line(in_tmp, script, capsys):
     module = importlib.import_module(script)
-    for argv in [["--env-id", "NoSuchEnv-v0"], ["--resume", "nowhere.pt"], ["--batch-size", "0"]]:
+    bad_input = [["--env-id", "NoSuchEnv-v0"], ["--resume", "nowhere.pt"], ["--batch-size", "0"]]
+    for argv in [*bad_input, ["--no-such-flag", "1"]]:
         assert module.command_line([*argv, "--no-cuda"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
