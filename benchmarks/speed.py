@@ -12,6 +12,7 @@ SB3 DQN with one update per step and the same network beside sql_discrete.
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py --script sac_v2 --env-id Walker2d-v4 --rounds 3
     python benchmarks/speed.py --script sql_discrete --env-id CartPole-v1 --rounds 5
+    python benchmarks/speed.py --device cuda --compile --no-bf16   # sac_v2 on HalfCheetah-v4, GPU
 """
 
 import argparse
@@ -44,18 +45,21 @@ def contenders(
     bf16: bool = True,
     compiled: bool = False,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, list]:
     """name -> command line; every command writes runs/<run>/summary.json with its learn_sps."""
     common = ["--env-id", env_id, "--total-timesteps", str(total)]
     common += ["--learning-starts", str(learning_starts), "--eval-frequency", "0"]
     common += ["--eval-episodes", "1"]  # the final evaluation is not timed; keep it short
     peer = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", PEER[script]]
+    peer += ["--device", device]
     softrl = [sys.executable, str(ROOT / f"{script}.py"), *common, "--log-frequency", "100"]
     commands = {f"softrl {script}": softrl}
     # Every contender gets the threads torch gives SB3 by default (the softrl scripts' own
     # default is smaller, for runs that share the machine: see benchmarks/concurrency.py).
     threads = threads or torch.get_num_threads()
-    commands[f"softrl {script}"] += ["--no-cuda", "--torch-threads", str(threads)]
+    cuda_flag = "--cuda" if device == "cuda" else "--no-cuda"
+    commands[f"softrl {script}"] += [cuda_flag, "--torch-threads", str(threads)]
     if compiled:  # the whole update as one torch.compile'd graph
         commands[f"softrl {script} --compile"] = [*commands[f"softrl {script}"], "--compile"]
     if script == "sac_v2" and bf16:  # its optional bfloat16 autocast mode, measured separately
@@ -147,14 +151,16 @@ def update_flops(script: str, env: gym.Env) -> float | None:
     return None
 
 
-def matmul_peak_gflops(size: int = 256, repeats: int = 2000) -> float:
+def matmul_peak_gflops(size: int = 256, repeats: int = 2000, device: str = "cpu") -> float:
     """Best float32 GFLOP/s of a size×size×size matrix product, the update's typical shape."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     best = float("inf")
     for _ in range(5):
+        torch.cuda.synchronize() if device == "cuda" else None
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        torch.cuda.synchronize() if device == "cuda" else None
         best = min(best, (time.perf_counter() - start) / repeats)
     return 2 * size**3 / best / 1e9
 
@@ -185,7 +191,9 @@ WORK = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--script", choices=list(PEER), default="sac_v2")
-    parser.add_argument("--env-id", default=None, help="default: Walker2d-v4 / CartPole-v1")
+    parser.add_argument(
+        "--env-id", default=None, help="default: Walker2d-v4 (HalfCheetah-v4 on cuda) / CartPole-v1"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--learn-steps", type=int, default=2000, help="env steps with updates")
@@ -198,18 +206,25 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add the script with --compile")
     parser.add_argument("--threads", type=int, help="torch threads of every contender")
     parser.add_argument("--tag", default="", help="suffix of the results file's name")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="cuda: LeanRL's GPU protocol"
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA device here")
     if args.env_id is None:
-        args.env_id = "CartPole-v1" if args.script == "sql_discrete" else "Walker2d-v4"
+        gpu_default = "HalfCheetah-v4" if args.device == "cuda" else "Walker2d-v4"  # LeanRL's env
+        args.env_id = "CartPole-v1" if args.script == "sql_discrete" else gpu_default
 
     total = args.learning_starts + args.learn_steps
     flops = update_flops(args.script, gym.make(args.env_id))
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(device=args.device)
     print(f"float32 matmul peak here: {peak:.0f} GFLOP/s", end="")
     print(f"; one update: {flops / 1e9:.4f} GFLOP" if flops else "")
     commands = contenders(
-        args.script, args.env_id, args.learning_starts, total, args.bf16, args.compile, args.threads
-    )
+        args.script, args.env_id, args.learning_starts, total, args.bf16, args.compile, args.threads,
+        args.device,
+    )  # fmt: skip
     names = list(commands)
     sps: dict[str, list[float]] = {name: [] for name in names}  # after the warm-up
     whole: dict[str, list[float]] = {name: [] for name in names}  # the whole learn phase
@@ -230,7 +245,8 @@ def main() -> None:
     lines = [
         f"# Learn-phase SPS: {args.script} on {args.env_id}",
         "",
-        f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; float32, CPU; "
+        f"{date}; {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; float32, "
+        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}; "
         f"every contender with {args.threads or torch.get_num_threads()} torch threads unless its "
         "name says otherwise.",
         f"Work per env step: {WORK[args.script]}. Each run: {args.learning_starts} random steps, "
@@ -243,13 +259,14 @@ def main() -> None:
         f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
         f"--learn-steps {args.learn_steps}{'' if args.bf16 else ' --no-bf16'}"
         f"{' --compile' if args.compile else ''}{f' --threads {args.threads}' if args.threads else ''}"
-        f"{f' --tag {args.tag}' if args.tag else ''}`",
+        f"{f' --tag {args.tag}' if args.tag else ''}"
+        f"{' --device cuda' if args.device == 'cuda' else ''}`",
         "",
     ]
     if flops:
         lines += [
             f"Ceiling: one update is {flops / 1e9:.4f} GFLOP of matrix products; the float32 "
-            f"matmul peak measured in this run (256×256×256, all cores) is {peak:.0f} GFLOP/s, so "
+            f"matmul peak measured in this run (256×256×256, {args.device}) is {peak:.0f} GFLOP/s, so "
             f"no float32 implementation can exceed {peak * 1e9 / flops:.0f} SPS here. '% of "
             "ceiling' = update FLOPs × SPS ÷ peak (env stepping and acting count as lost time; "
             "bfloat16 products can go past the float32 ceiling).",
@@ -270,7 +287,8 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}{args.tag}.md"
+    suffix = f"{'_cuda' if args.device == 'cuda' else ''}{args.tag}"
+    out = ROOT / "benchmarks" / "results" / f"speed_{args.script}_{args.env_id}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(f"written to {out.relative_to(ROOT)}")
