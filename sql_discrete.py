@@ -54,7 +54,6 @@ and departures from the papers:
 - No ε-greedy: the Boltzmann policy (2) alone explores, after `--learning-starts` random steps.
 - Every `--train-frequency` vector steps, `--gradient-steps` updates per env: the defaults make
   one gradient update per env step for any `--num-envs`.
-
 - `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a traced
   torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into one
   graph with no breaks; the annealed rate is then a tensor filled in place before each round
