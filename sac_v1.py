@@ -241,7 +241,8 @@ class TwinSoftQNetwork(nn.Module):
     """Q_1 and Q_2 as one module: layer weights are stacked along a leading "critic" dimension.
 
     Q_i(s, a) = W3_i relu(W2_i relu(W1_i [s; a] + b1_i) + b2_i) + b3_i,  i = 1, 2, computed for both
-    critics with one batched matrix product per layer; initialised as nn.Linear is,
+    critics with one batched matrix product per hidden layer (the one-unit output layer is a
+    multiply-and-sum); initialised as nn.Linear is,
     U(−1/√fan_in, 1/√fan_in). Returns [2, batch].
     """
 
@@ -267,7 +268,9 @@ class TwinSoftQNetwork(nn.Module):
             weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
         for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
             hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
-        return torch.baddbmm(biases[-1], hidden, weights[-1]).squeeze(-1)
+        # The output layer (one unit) as multiply-and-sum: a batched matrix product with a single
+        # output column runs far below the machine's speed (on CPU ~0.2 ms for 0.3 MFLOP).
+        return (hidden * weights[-1].transpose(1, 2)).sum(dim=-1) + biases[-1].squeeze(-1)
 
 
 class SoftValueNetwork(nn.Module):
@@ -514,6 +517,7 @@ def train(args: Args, run: Run) -> None:
     if args.compile:  # the whole update as one graph (autograd.grad traced too), and the acting
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
             torch._dynamo.config.trace_autograd_ops = True
+        torch._inductor.config.cpp_wrapper = True  # call the kernels from C++, not Python
         train_step, sample_action = torch.compile(update), torch.compile(actor.sample)
 
     model = {"actor": actor, "qf": qf, "vf": vf, "vf_target": vf_target}

@@ -441,6 +441,7 @@ def train(args: Args, run: Run) -> None:
     if args.compile:  # the whole update as one graph (autograd.grad traced too)
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
             torch._dynamo.config.trace_autograd_ops = True
+        torch._inductor.config.cpp_wrapper = True  # call the kernels from C++, not Python
         train_step = torch.compile(update)
 
     training = {"q_optimizer": q_optimizer, "buffer": buffer}
