@@ -146,6 +146,8 @@ class Args:
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
     """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.25x SPS; CUDA: unmeasured)"""
+    cudagraphs: bool = False
+    """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs (on CPU: a notice, then --compile)"""
 
 
 def check_args(args: Args) -> None:
@@ -358,6 +360,17 @@ def init_adam_state(optimizer: torch.optim.Adam) -> None:
             }
 
 
+def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
+    """Every tensor of the optimizers' state (step counts, moments); None optimizers have none."""
+    return [
+        tensor
+        for optimizer in optimizers
+        if optimizer is not None
+        for state in optimizer.state.values()
+        for tensor in state.values()
+    ]
+
+
 def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
     """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
     traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
@@ -442,26 +455,37 @@ def train(args: Args, run: Run) -> None:
     qf_target = TwinSoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # targets move only by Polyak averaging
+    compiled = args.compile or args.cudagraphs
+    cuda_graphs = args.cudagraphs and device.type == "cuda"
     # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
-    # fuses into the update's own kernels (the fused kernel cannot be traced)
-    adam_form = {"foreach": True} if args.compile else {"fused": True}
+    # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
+    # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
+    adam_form = {"foreach": True, "capturable": cuda_graphs} if compiled else {"fused": True}
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # autotune starts from α = 1 (as SB3 and CleanRL do); α = 0 gives log α = −inf, i.e. exactly 0
     initial_log_alpha = 0.0 if args.autotune else math.log(args.alpha) if args.alpha else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr) if args.autotune else None
+    alpha_optimizer = None
+    if args.autotune:
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=cuda_graphs)
     for optimizer in (q_optimizer, actor_optimizer, alpha_optimizer):
         if optimizer is not None:  # now, not inside a compiled update's first call
             init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step, sample_action = update, actor.sample
-    if args.compile:  # the whole update as one graph (autograd.grad traced too), and the acting
+    if compiled:  # the whole update as one graph (autograd.grad traced too), and the acting
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
             torch._dynamo.config.trace_autograd_ops = True
-        torch._inductor.config.cpp_wrapper = True  # call the kernels from C++, not Python
-        train_step, sample_action = torch.compile(update), torch.compile(actor.sample)
+        # on CPU the kernels are called from C++, not Python (less overhead per call); not on
+        # CUDA: untried there, and CUDA graphs do not support it
+        torch._inductor.config.cpp_wrapper = device.type == "cpu"
+        if args.cudagraphs and not cuda_graphs:
+            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
+        mode = "reduce-overhead" if cuda_graphs else None  # torch.compile's CUDA-graph mode
+        train_step = torch.compile(update, mode=mode)
+        sample_action = torch.compile(actor.sample, mode=mode)
 
     training = {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "buffer": buffer}
     obs = run.start(
@@ -475,7 +499,14 @@ def train(args: Args, run: Run) -> None:
             "target_entropy": target_entropy if args.autotune else None,
         },
     )
+    if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
+        # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
+        state = adam_state_tensors(q_optimizer, actor_optimizer, alpha_optimizer)
+        for tensor in [log_alpha, *state]:
+            torch._dynamo.mark_static_address(tensor)
     while run.running():
+        if cuda_graphs:  # the last iteration's graph outputs are used up: their memory is free
+            torch.compiler.cudagraph_mark_step_begin()
         # act: uniform-random actions during warm-up, then samples of the stochastic policy
         if run.global_step < args.learning_starts:
             unit_action = torch.rand(args.num_envs, act_dim, device=device) * 2.0 - 1.0
@@ -537,6 +568,7 @@ STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM h
 # Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
 RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+RESUME_OVERRIDES |= {"cudagraphs"}
 
 
 class UsageError(Exception):

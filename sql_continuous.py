@@ -180,6 +180,8 @@ class Args:
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
     """torch.compile the whole update into one graph (no gain on a 2-core CPU; CUDA: unmeasured)"""
+    cudagraphs: bool = False
+    """CUDA only, implies --compile: replay the compiled update as a CUDA graph (on CPU: a notice, then --compile)"""
     plot: bool = False
     """MultiGoal-v0 only: draw runs/<run>/multigoal.png at each evaluation (Q at the origin, 50 sampled trajectories)"""
 
@@ -491,6 +493,16 @@ def init_adam_state(optimizer: torch.optim.Adam) -> None:
             }
 
 
+def adam_state_tensors(*optimizers: torch.optim.Adam) -> list[torch.Tensor]:
+    """Every tensor of the optimizers' state (step counts, moments)."""
+    return [
+        tensor
+        for optimizer in optimizers
+        for state in optimizer.state.values()
+        for tensor in state.values()
+    ]
+
+
 def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
     """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
     traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
@@ -674,20 +686,28 @@ def train(args: Args, run: Run) -> None:
     qf_target = SoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # the target moves only by polyak_update
+    compiled = args.compile or args.cudagraphs
+    cuda_graphs = args.cudagraphs and device.type == "cuda"
     # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
-    # fuses into the update's own kernels (the fused kernel cannot be traced)
-    adam_form = {"foreach": True} if args.compile else {"fused": True}
+    # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
+    # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
+    adam_form = {"foreach": True, "capturable": cuda_graphs} if compiled else {"fused": True}
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
     sampler_optimizer = torch.optim.Adam(sampler.parameters(), lr=args.policy_lr, **adam_form)
     for optimizer in (q_optimizer, sampler_optimizer):  # now, not in a compiled update's first call
         init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step = update
-    if args.compile:  # the whole update as one graph (both autograd.grad calls traced too)
+    if compiled:  # the whole update as one graph (both autograd.grad calls traced too)
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
             torch._dynamo.config.trace_autograd_ops = True
-        torch._inductor.config.cpp_wrapper = True  # call the kernels from C++, not Python
-        train_step = torch.compile(update)
+        # on CPU the kernels are called from C++, not Python (less overhead per call); not on
+        # CUDA: untried there, and CUDA graphs do not support it
+        torch._inductor.config.cpp_wrapper = device.type == "cpu"
+        if args.cudagraphs and not cuda_graphs:
+            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
+        mode = "reduce-overhead" if cuda_graphs else None  # torch.compile's CUDA-graph mode
+        train_step = torch.compile(update, mode=mode)
 
     training = {
         "q_optimizer": q_optimizer,
@@ -701,7 +721,13 @@ def train(args: Args, run: Run) -> None:
         # α/reward_scale is the temperature that shapes π, in units of the env's reward
         report=lambda: {"alpha": args.alpha / args.reward_scale, "reward_scale": args.reward_scale},
     )
+    if cuda_graphs:  # a replayed graph works on fixed addresses: the optimizers' state (as
+        # run.start resumed it), which the update changes in place, is marked, never copied in
+        for tensor in adam_state_tensors(q_optimizer, sampler_optimizer):
+            torch._dynamo.mark_static_address(tensor)
     while run.running():
+        if cuda_graphs:  # the last iteration's graph outputs are used up: their memory is free
+            torch.compiler.cudagraph_mark_step_begin()
         # act: uniform-random actions during warm-up, then one particle of the sampler per env
         if run.global_step < args.learning_starts:
             unit_action = torch.rand(args.num_envs, act_dim, device=device) * 2.0 - 1.0
@@ -765,6 +791,7 @@ STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM h
 # Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
 RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+RESUME_OVERRIDES |= {"cudagraphs"}
 
 
 class UsageError(Exception):

@@ -166,6 +166,8 @@ class Args:
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
     """torch.compile the whole update into one graph (2-core CPU: 1.27x SPS; CUDA: unmeasured)"""
+    cudagraphs: bool = False
+    """CUDA only, implies --compile: replay the compiled update as a CUDA graph (on CPU: a notice, then --compile)"""
     eval_stochastic: bool = False
     """evaluate by sampling the Boltzmann policy (2) instead of acting greedily"""
 
@@ -358,6 +360,17 @@ def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
                 )  # fmt: skip
 
 
+def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
+    """Every tensor of the optimizers' state (step counts, moments); None optimizers have none."""
+    return [
+        tensor
+        for optimizer in optimizers
+        if optimizer is not None
+        for state in optimizer.state.values()
+        for tensor in state.values()
+    ]
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
     """Set the (annealed) rate before an update. Under --compile the rate is a 0-dim tensor,
     filled in place: an input of the compiled update, not a constant that would recompile it."""
@@ -425,24 +438,36 @@ def train(args: Args, run: Run) -> None:
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
     target_network.requires_grad_(False)  # Q̄ moves only towards θ, in polyak_update
+    compiled = args.compile or args.cudagraphs
+    cuda_graphs = args.cudagraphs and device.type == "cuda"
     # Adam in one fused kernel; under --compile its single-tensor form, which takes the annealed
-    # rate as a tensor and which inductor fuses (the fused kernel cannot be traced)
-    adam_form = {"foreach": False} if args.compile else {"fused": True}
-    learning_rate = torch.tensor(args.learning_rate) if args.compile else args.learning_rate
+    # rate as a tensor and which inductor fuses (the fused kernel cannot be traced); in a CUDA
+    # graph "capturable": its step counter (and the rate) live on the GPU, where a graph reads them
+    adam_form = {"foreach": False, "capturable": cuda_graphs} if compiled else {"fused": True}
+    learning_rate = args.learning_rate  # under --compile a tensor, filled by set_learning_rate
+    if compiled:
+        learning_rate = torch.tensor(learning_rate, device=device if cuda_graphs else "cpu")
     q_optimizer = torch.optim.Adam(q_network.parameters(), lr=learning_rate, **adam_form)
     log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr) if args.autotune else None
+    alpha_optimizer = None
+    if args.autotune:
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, capturable=cuda_graphs)
     for optimizer in (q_optimizer, alpha_optimizer):
         if optimizer is not None:  # now, not inside a compiled update's first call
             init_adam_state(optimizer)
     target_entropy = args.target_entropy_scale * math.log(n_actions)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
     train_step = update
-    if args.compile:  # the whole update as one graph (autograd.grad traced too)
+    if compiled:  # the whole update as one graph (autograd.grad traced too)
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
             torch._dynamo.config.trace_autograd_ops = True
-        torch._inductor.config.cpp_wrapper = True  # call the kernels from C++, not Python
-        train_step = torch.compile(update)
+        # on CPU the kernels are called from C++, not Python (less overhead per call); not on
+        # CUDA: untried there, and CUDA graphs do not support it
+        torch._inductor.config.cpp_wrapper = device.type == "cpu"
+        if args.cudagraphs and not cuda_graphs:
+            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
+        mode = "reduce-overhead" if cuda_graphs else None  # torch.compile's CUDA-graph mode
+        train_step = torch.compile(update, mode=mode)
 
     training = {"q_optimizer": q_optimizer, "buffer": buffer}
     obs = run.start(
@@ -455,8 +480,14 @@ def train(args: Args, run: Run) -> None:
             "double_soft_q": args.double_soft_q,
         },
     )
+    if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
+        # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
+        for tensor in [log_alpha, *adam_state_tensors(q_optimizer, alpha_optimizer)]:
+            torch._dynamo.mark_static_address(tensor)
     losses = {}
     while run.running():
+        if cuda_graphs:  # the last iteration's graph outputs are used up: their memory is free
+            torch.compiler.cudagraph_mark_step_begin()
         # act: uniform-random actions during warm-up, then the Boltzmann policy (2) explores
         if run.global_step < args.learning_starts:
             actions = torch.randint(n_actions, (args.num_envs,), device=device)
@@ -526,6 +557,7 @@ STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM h
 # Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
 RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+RESUME_OVERRIDES |= {"cudagraphs"}
 
 
 class UsageError(Exception):

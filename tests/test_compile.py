@@ -14,21 +14,22 @@ SCRIPTS = ["sac_v2", "sac_v1", "sql_continuous", "sql_discrete"]
 OBS_DIM, ACT_DIM = 3, 2
 
 
-def batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
+def batch(seed: int, device: str = "cpu", n: int = 32) -> tuple[torch.Tensor, ...]:
     """(obs, action in [−1, 1], reward, terminated, next obs), as the continuous scripts store it."""
     generator = torch.Generator().manual_seed(seed)
-    return (
+    columns = (
         torch.randn(n, OBS_DIM, generator=generator),
         torch.rand(n, ACT_DIM, generator=generator) * 2 - 1,
         torch.randn(n, 1, generator=generator),
         (torch.rand(n, 1, generator=generator) < 0.3).float(),
         torch.randn(n, OBS_DIM, generator=generator),
     )
+    return tuple(column.to(device) for column in columns)
 
 
-def discrete_batch(seed: int, n: int = 32) -> tuple[torch.Tensor, ...]:
+def discrete_batch(seed: int, device: str = "cpu", n: int = 32) -> tuple[torch.Tensor, ...]:
     """(obs, next obs, action index, reward, terminated), as sql_discrete stores it."""
-    obs, action, reward, terminated, next_obs = batch(seed, n)
+    obs, action, reward, terminated, next_obs = batch(seed, device, n)
     return obs, next_obs, (action[:, 0] > 0).long(), reward[:, 0], terminated[:, 0]
 
 
@@ -64,65 +65,77 @@ def test_adam_step_is_torch_adams_step(script, form):
                 assert torch.equal(value, state_b[index][key]), key
 
 
-def sac_v2_update():
+def adam_form(device: str) -> dict:
+    """The Adam form of --compile (foreach), capturable on CUDA as --cudagraphs builds it."""
+    return {"foreach": True, "capturable": device == "cuda"}
+
+
+def sac_v2_update(device: str = "cpu"):
     import sac_v2
 
     torch.manual_seed(0)
-    actor = sac_v2.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM))
-    qf, qf_target = sac_v2.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16), sac_v2.TwinSoftQNetwork(3, 2, 16)
+    actor = sac_v2.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM)).to(device)
+    qf, qf_target = (sac_v2.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16).to(device) for _ in range(2))
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)
-    log_alpha = torch.tensor(-1.0, requires_grad=True)
+    log_alpha = torch.tensor(-1.0, device=device, requires_grad=True)
     groups = [qf.parameters(), actor.parameters(), [log_alpha]]
-    optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
+    optimizers = [torch.optim.Adam(group, lr=1e-3, **adam_form(device)) for group in groups]
     state = (actor, qf, qf_target, log_alpha, *optimizers)
     return sac_v2.update, optimizers, state, (0.99, 0.005, -2.0), batch
 
 
-def sac_v1_update():
+def sac_v1_update(device: str = "cpu"):
     import sac_v1
 
     torch.manual_seed(0)
-    actor = sac_v1.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM))
-    qf = sac_v1.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16)
-    vf, vf_target = sac_v1.SoftValueNetwork(OBS_DIM, 16), sac_v1.SoftValueNetwork(OBS_DIM, 16)
+    actor = sac_v1.Actor(OBS_DIM, ACT_DIM, 16, -np.ones(ACT_DIM), np.ones(ACT_DIM)).to(device)
+    qf = sac_v1.TwinSoftQNetwork(OBS_DIM, ACT_DIM, 16).to(device)
+    vf, vf_target = (sac_v1.SoftValueNetwork(OBS_DIM, 16).to(device) for _ in range(2))
     vf_target.load_state_dict(vf.state_dict())
     vf_target.requires_grad_(False)
-    log_alpha = torch.tensor(0.0, requires_grad=True)
+    log_alpha = torch.tensor(0.0, device=device, requires_grad=True)
     groups = [vf.parameters(), qf.parameters(), actor.parameters(), [log_alpha]]
-    optimizers = [torch.optim.Adam(group, lr=1e-3, foreach=True) for group in groups]
+    optimizers = [torch.optim.Adam(group, lr=1e-3, **adam_form(device)) for group in groups]
     state = (actor, qf, vf, vf_target, log_alpha, *optimizers)
     return sac_v1.update, optimizers, state, (0.99, 0.005, 5.0, -2.0), batch
 
 
-def sql_continuous_update():
+def sql_continuous_update(device: str = "cpu"):
     import sql_continuous
 
     torch.manual_seed(0)
     sampler = sql_continuous.SamplingNetwork(OBS_DIM, ACT_DIM, 16, -np.ones(2), np.ones(2))
-    qf = sql_continuous.SoftQNetwork(OBS_DIM, ACT_DIM, 16)
-    qf_target = sql_continuous.SoftQNetwork(OBS_DIM, ACT_DIM, 16)
+    qf, qf_target = (sql_continuous.SoftQNetwork(OBS_DIM, ACT_DIM, 16) for _ in range(2))
+    sampler, qf, qf_target = sampler.to(device), qf.to(device), qf_target.to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)
     optimizers = [
-        torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True) for net in (qf, sampler)
+        torch.optim.Adam(net.parameters(), lr=1e-3, **adam_form(device)) for net in (qf, sampler)
     ]
     args = sql_continuous.Args(env_id="Pendulum-v1", kernel_n_particles=8, value_n_particles=8)
     state = (sampler, qf, qf_target, *optimizers)
     return sql_continuous.update, optimizers, state, (args, True), batch
 
 
-def sql_discrete_update():
+def sql_discrete_update(device: str = "cpu"):
     import sql_discrete
 
     torch.manual_seed(0)
-    q_network, target_network = (sql_discrete.QNetwork(OBS_DIM, 2, (16, 16)) for _ in range(2))
+    q_network, target_network = (
+        sql_discrete.QNetwork(OBS_DIM, 2, (16, 16)).to(device) for _ in range(2)
+    )
     target_network.load_state_dict(q_network.state_dict())
     target_network.requires_grad_(False)
-    log_alpha = torch.tensor(0.0, requires_grad=True)
-    # as --compile builds them: the annealed rate a tensor, single-tensor Adam
-    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=torch.tensor(1e-3), foreach=False)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=1e-3)
+    log_alpha = torch.tensor(0.0, device=device, requires_grad=True)
+    # as --compile builds them: the annealed rate a tensor, single-tensor Adam (capturable on CUDA,
+    # with the rate on the GPU, as --cudagraphs builds them)
+    capturable = device == "cuda"
+    rate = torch.tensor(1e-3, device=device if capturable else "cpu")
+    q_optimizer = torch.optim.Adam(
+        q_network.parameters(), lr=rate, foreach=False, capturable=capturable
+    )
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=1e-3, capturable=capturable)
     state = (q_network, target_network, log_alpha, q_optimizer, alpha_optimizer)
     return (
         sql_discrete.update,
@@ -182,3 +195,43 @@ def test_compiled_update_is_one_graph_and_matches_eager(script):
     for eager, compiled in zip(eager_losses, compiled_losses, strict=True):
         for key in eager:
             torch.testing.assert_close(eager[key], compiled[key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("script", SCRIPTS)
+@torch._dynamo.config.patch(trace_autograd_ops=True)  # what --compile sets
+@torch._inductor.config.patch(fallback_random=True)  # compiled code draws eager's random numbers
+def test_cuda_graphed_update_matches_eager_on_the_gpu(script):
+    """--cudagraphs: the update compiled in torch.compile's CUDA-graph mode, with the state it
+    changes in place marked static as the scripts mark it, is really replayed as a CUDA graph (no
+    cudagraph skip) and four steps (warm-up, recording, two replays) equal eager's on the GPU."""
+    module = importlib.import_module(script)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    results = []
+    for mode in (None, "reduce-overhead"):
+        update, optimizers, state, constants, make_batch = UPDATES[script](device="cuda")
+        for optimizer in optimizers:
+            module.init_adam_state(optimizer)
+        step = update
+        if mode is not None:
+            static = [item for item in state if isinstance(item, torch.Tensor)]
+            for tensor in static + module.adam_state_tensors(*optimizers):
+                torch._dynamo.mark_static_address(tensor)
+            step = torch.compile(update, mode=mode)
+        torch.manual_seed(11)
+        losses = []
+        for seed in range(4):
+            torch.compiler.cudagraph_mark_step_begin()
+            output = step(make_batch(seed, "cuda"), *state, *constants)
+            losses.append({key: value.clone() for key, value in output.items()})
+        results.append((tensors(state), losses))
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    (eager_tensors, eager_losses), (graphed_tensors, graphed_losses) = results
+    for eager, graphed in zip(eager_tensors, graphed_tensors, strict=True):
+        torch.testing.assert_close(eager, graphed, atol=1e-5, rtol=1e-4)
+    for eager, graphed in zip(eager_losses, graphed_losses, strict=True):
+        for key in eager:
+            torch.testing.assert_close(eager[key], graphed[key], atol=1e-5, rtol=1e-4)

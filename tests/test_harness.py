@@ -165,6 +165,17 @@ def test_a_compiled_run_trains(in_tmp, script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_cudagraphs_without_cuda_is_one_notice_then_a_compiled_run(in_tmp, script, capsys):
+    """--cudagraphs needs CUDA; on a CPU it says so in one line and runs as --compile (the warm-up
+    only here, so nothing compiles: a compiled run is test_a_compiled_run_trains)."""
+    module = importlib.import_module(script)
+    result = module.main(tiny_args(script, cudagraphs=True, total_timesteps=200))
+    assert result["status"] == "finished" and result["gradient_updates"] == 0
+    notices = [line for line in capsys.readouterr().out.splitlines() if "cudagraphs" in line]
+    assert notices == ["notice: --cudagraphs needs CUDA; running with --compile alone"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_same_seed_same_result_and_other_seed_differs(in_tmp, script):
     module = importlib.import_module(script)
     first, second = module.main(tiny_args(script)), module.main(tiny_args(script))
