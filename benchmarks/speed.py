@@ -12,7 +12,8 @@ SB3 DQN with one update per step and the same network beside sql_discrete.
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py --script sac_v2 --env-id Walker2d-v4 --rounds 3
     python benchmarks/speed.py --script sql_discrete --env-id CartPole-v1 --rounds 5
-    python benchmarks/speed.py --device cuda --compile --no-bf16   # sac_v2 on HalfCheetah-v4, GPU
+    python benchmarks/speed.py --device cuda --compile --no-bf16   # sac_v2 on HalfCheetah-v4, GPU:
+                                                  # eager, --compile, --compile --cudagraphs, SB3 SAC
 """
 
 import argparse
@@ -60,8 +61,11 @@ def contenders(
     threads = threads or torch.get_num_threads()
     cuda_flag = "--cuda" if device == "cuda" else "--no-cuda"
     commands[f"softrl {script}"] += [cuda_flag, "--torch-threads", str(threads)]
-    if compiled:  # the whole update as one torch.compile'd graph
+    if compiled:  # the whole update as one torch.compile'd graph; on a GPU also CUDA-graphed
         commands[f"softrl {script} --compile"] = [*commands[f"softrl {script}"], "--compile"]
+        if device == "cuda":
+            graphed = [*commands[f"softrl {script} --compile"], "--cudagraphs"]
+            commands[f"softrl {script} --compile --cudagraphs"] = graphed
     if script == "sac_v2" and bf16:  # its optional bfloat16 autocast mode, measured separately
         commands["softrl sac_v2 --bf16"] = [*commands["softrl sac_v2"], "--bf16"]
     if script == "sql_discrete" and threads != 1:  # SB3 at its default threads and at one thread
