@@ -64,8 +64,12 @@ Departures from the paper, and why:
 - `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
   traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
   one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 20 s.
-  On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives 127 instead of 106 SPS after the warm-up;
+  On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives 133 instead of 106 SPS after the warm-up;
   on CUDA it also removes most kernel launches (not measured yet).
+- `--cudagraphs` (CUDA only; implies --compile): torch.compile's CUDA-graph mode replays the
+  compiled update and the acting as CUDA graphs, with Adam "capturable" (its step count on the
+  GPU) and the tensors the update changes in place marked static; on a CPU it prints a notice and
+  runs as --compile. Written and checked for its plumbing on CPU, not yet run on a GPU.
 
 Usage:  python sac_v1.py --env-id Hopper-v4 --reward-scale 5      (see --help for every flag)
 """
@@ -161,7 +165,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.2x SPS; CUDA: unmeasured)"""
+    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.26x SPS; CUDA: unmeasured)"""
     cudagraphs: bool = False
     """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs (on CPU: a notice, then --compile)"""
 

@@ -41,9 +41,14 @@ Departures from the paper, and why:
   paper's one gradient step per env step.
 - `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
   traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
-  one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 15 s.
-  On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives 121 instead of 97 SPS after the warm-up;
-  on CUDA it also removes most kernel launches (not measured yet).
+  one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 18 s
+  (≈ 3 s from inductor's on-disk cache). On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives
+  143 instead of 111 SPS after the warm-up (SB3 SAC: 70); on CUDA it also removes most kernel
+  launches (not measured yet).
+- `--cudagraphs` (CUDA only; implies --compile): torch.compile's CUDA-graph mode replays the
+  compiled update and the acting as CUDA graphs, with Adam "capturable" (its step count on the
+  GPU) and the tensors the update changes in place marked static; on a CPU it prints a notice and
+  runs as --compile. Written and checked for its plumbing on CPU, not yet run on a GPU.
 - `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
   weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
   AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's. Where
@@ -145,7 +150,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.25x SPS; CUDA: unmeasured)"""
+    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.3x SPS; CUDA: unmeasured)"""
     cudagraphs: bool = False
     """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs (on CPU: a notice, then --compile)"""
 
