@@ -14,12 +14,14 @@ sample-efficiency curve.
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python benchmarks/report.py                    # after (or while) benchmarks/returns.py runs
     python benchmarks/report.py --measure-random   # re-measure RANDOM_RETURNS below
+    python benchmarks/report.py --readme README.md # also rewrite README's MuJoCo 100k summary
 """
 
 import argparse
 import datetime
 import json
 import statistics
+import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -288,7 +290,73 @@ def grid_of(row: dict) -> str:
     return "cpu"
 
 
-def write_report(runs_path: Path, out: Path, reps: int = BOOTSTRAP_REPS) -> str:
+README_MARKERS = ("<!-- mujoco-table -->", "<!-- /mujoco-table -->")
+
+
+def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
+    """README's summary of the MuJoCo 100k grid: each finished run's final return (normalized
+    score), how much of the grid is done, and report.py's rliable tables for it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, however report runs
+    from returns import GRIDS  # the grid's definition: its envs, contenders and size
+
+    grid = GRIDS["mujoco"]
+    env_ids = list(dict.fromkeys(entry.env_id for entry in grid))
+    names = list(dict.fromkeys(f"{entry.script} {entry.variant}".strip() for entry in grid))
+    labels = {"sb3_sac": "SB3 SAC (RL Zoo config)"}
+    by_cell = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row["seed"]):
+        by_cell[(contender(row), row["env_id"])].append(row)
+    lines = [
+        "| contender | " + " | ".join(f"{e}: return per seed (normalized)" for e in env_ids) + " |",
+        "|---|" + "---|" * len(env_ids),
+    ]
+    for name in names:
+        cells = [
+            ", ".join(
+                f"s{r['seed']}: {r['final_eval_return']:.1f} ({normalized(e, r['final_eval_return']):.3f})"
+                for r in by_cell[(name, e)]
+            )
+            or "–"
+            for e in env_ids
+        ]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    total = sum(len(entry.seeds) for entry in grid)
+    lines += ["", f"{len(rows)} of {total} runs done ({datetime.date.today().isoformat()})."]
+    tables, table = [], []  # the runs of consecutive table lines in the rliable section
+    for line in [*rliable_lines, ""]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            tables.append(table)
+            table = []
+    captions = {
+        "| contender | runs": "Normalized scores over all runs of all three envs, 95 % stratified-"
+        "bootstrap intervals:",
+        "| X vs Y": "Probability of improvement (the chance that a run of X scores above a run of"
+        " Y on the same env), averaged over the envs with its 95 % interval, and per env:",
+    }
+    for table in tables:
+        for start, caption in captions.items():
+            if table[0].startswith(start):
+                lines += ["", caption, "", *table]
+    links = ", ".join(f"[{e}](benchmarks/results/returns_{e}.png)" for e in env_ids)
+    lines += [
+        "",
+        f"Curves: {links}; rliable figures and every table:"
+        " [returns.md](benchmarks/results/returns.md).",
+    ]
+    return "\n".join(lines)
+
+
+def replace_readme_block(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    start, end = (text.index(marker) for marker in README_MARKERS)
+    readme.write_text(text[: start + len(README_MARKERS[0])] + "\n" + block + "\n" + text[end:])
+
+
+def write_report(
+    runs_path: Path, out: Path, reps: int = BOOTSTRAP_REPS, readme: Path | None = None
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +386,10 @@ def write_report(runs_path: Path, out: Path, reps: int = BOOTSTRAP_REPS) -> str:
             ),
         ]
         if grid != "cpu":
-            lines += ["", *rliable_section(grid, grid_rows, out, reps)]
+            statistics_lines = rliable_section(grid, grid_rows, out, reps)
+            lines += ["", *statistics_lines]
+            if grid == "mujoco_100k" and readme is not None:
+                replace_readme_block(readme, readme_block(grid_rows, statistics_lines))
     text = "\n".join(lines) + "\n"
     (out / "returns.md").write_text(text)
     return text
@@ -353,11 +424,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
     parser.add_argument("--measure-random", action="store_true", help="measure RANDOM_RETURNS")
+    parser.add_argument(
+        "--readme", type=Path, help="rewrite this README's MuJoCo 100k block (between its markers)"
+    )
     args = parser.parse_args()
     if args.measure_random:
         measure_random_returns(list(RANDOM_RETURNS))
         return
-    print(write_report(args.runs, args.out, args.reps))
+    print(write_report(args.runs, args.out, args.reps, args.readme))
 
 
 if __name__ == "__main__":

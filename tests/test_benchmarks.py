@@ -172,7 +172,9 @@ def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(t
     }
     finals["sac_v2"]["Hopper-v4"].append(1000.0)  # a fifth seed on one env only: left out
     fake_runs(tmp_path / "runs.jsonl", finals)
-    text = report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200)
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- mujoco-table -->\nold\n<!-- /mujoco-table -->\nafter\n")
+    text = report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200, readme=readme)
 
     for name in ("sac_v2", "sb3_sac"):
         scores = sorted(normalized(env, v) for env in ENVS for v in finals[name][env][:4])
@@ -197,6 +199,24 @@ def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(t
     assert float(cells[1].split()[0]) == pytest.approx(statistics.mean(per_env), abs=6e-4)
     for figure in ("rliable_mujoco_100k_profiles.png", "rliable_mujoco_100k_curves.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
+
+    # README's block: every run's return and normalized score, the grid's progress, the same tables
+    block = readme.read_text()
+    assert block.startswith("before\n<!-- mujoco-table -->\n") and "old" not in block
+    assert block.endswith("\n<!-- /mujoco-table -->\nafter\n")
+
+    def rows_of(first_cells: str) -> list[list[str]]:  # the block has two tables per contender
+        lines = [line for line in block.splitlines() if line.startswith(f"| {first_cells} |")]
+        return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+    hopper = rows_of("sac_v2")[0][1 + list(ENVS).index("Hopper-v4")]
+    expected = [f"s{seed}: {value:.1f} ({normalized('Hopper-v4', value):.3f})"
+                for seed, value in enumerate(finals["sac_v2"]["Hopper-v4"], start=1)]  # fmt: skip
+    assert hopper == ", ".join(expected)
+    assert rows_of("sac_v1") == [["sac_v1", "–", "–", "–"]]
+    assert "25 of 45 runs done" in block  # 2 contenders × 3 envs × 4 seeds + 1
+    for first_cells in ("sac_v2", "sb3_sac", "sac_v2 vs sb3_sac"):
+        assert rows_of(first_cells)[-1] == table_row(text, first_cells)
 
 
 def test_report_per_env_table_is_mean_std_and_every_seed(tmp_path):
