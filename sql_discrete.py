@@ -69,6 +69,8 @@ Usage: python sql_discrete.py --env-id CartPole-v1 --total-timesteps 50000 [--do
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -975,11 +977,37 @@ def typed_flags(argv: list[str]) -> set[str]:
     return names | {name[3:] for name in names if name.startswith("no_")}
 
 
+def tyro_message(box: str) -> str:
+    """The message in tyro's error box (unicode or ASCII-drawn): its first text after a rule."""
+    rules = set("─-+")  # rule lines; the box's top and bottom borders start with ╭ and ╰
+    message, after_rule = [], False
+    for line in (line.strip().strip("│|").strip() for line in box.splitlines()):
+        if line.startswith(("╭", "╰")) or (line and set(line) <= rules):
+            if message:
+                break
+            after_rule = True
+        elif line and after_rule:
+            message.append(line)
+        elif message:  # a blank line ends it too
+            break
+    return " ".join(message).removeprefix("Error ") or box.strip()
+
+
 def command_line(argv: list[str] | None = None) -> int:
     """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
     a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
     argv = sys.argv[1:] if argv is None else argv
-    args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+    tyro_errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(tyro_errors):
+            args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+    except SystemExit as exit:  # after --help (0), or a value tyro cannot parse (2)
+        if exit.code == 2:  # one line, not tyro's box
+            message = tyro_message(tyro_errors.getvalue())
+            print(f"error: {message} (--help lists the flags)", file=sys.stderr)
+        else:
+            sys.stderr.write(tyro_errors.getvalue())
+        return exit.code
     if unknown:  # a mistyped flag: one line, not tyro's box
         print(f"error: unknown flags {' '.join(unknown)} (--help lists them)", file=sys.stderr)
         return 2

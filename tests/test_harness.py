@@ -439,6 +439,17 @@ def test_command_line_bad_input_exits_2_with_one_line(in_tmp, script, capsys):
         assert module.command_line([*argv, "--no-cuda"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    # values tyro cannot parse: its message, on one line, without its box
+    unparsable = {
+        ("--seed", "abc"): "--seed: invalid literal for int() with base 10: 'abc'",
+        ("--total-timesteps", "1e9x"): "--total-timesteps: invalid literal for int()",
+        ("--no-cuda", "--env-id"): "Missing value for argument '--env-id'",
+    }
+    for argv, message in unparsable.items():
+        assert module.command_line(list(argv)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert message in err and "│" not in err
     assert not Path("runs").exists()
     # and as a real process: no traceback, one line
     process = subprocess.run(
@@ -447,6 +458,13 @@ def test_command_line_bad_input_exits_2_with_one_line(in_tmp, script, capsys):
     )  # fmt: skip
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert process.stderr.startswith("error: ") and len(process.stderr.strip().splitlines()) == 1
+    process = subprocess.run(
+        [sys.executable, str(ROOT / f"{script}.py"), "--seed", "abc"],
+        capture_output=True,
+        text=True,
+    )
+    assert process.returncode == 2 and len(process.stderr.strip().splitlines()) == 1
+    assert "--seed: invalid literal for int() with base 10: 'abc'" in process.stderr
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
