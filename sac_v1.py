@@ -408,16 +408,21 @@ def sac_v1_losses(
     }  # fmt: skip
 
 
-def init_adam_state(optimizer: torch.optim.Adam) -> None:
-    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
+    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
+    state (step, first and second moments) where it has none, as a first step would. On
+    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
     for group in optimizer.param_groups:
+        group.update(form)
         on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
         for param in group["params"]:
-            optimizer.state[param] = {
-                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+            state = optimizer.state[param] or {
+                "step": torch.zeros(()),
                 "exp_avg": torch.zeros_like(param),
                 "exp_avg_sq": torch.zeros_like(param),
             }
+            state["step"] = state["step"].to(param.device if on_device else "cpu")
+            optimizer.state[param] = state
 
 
 def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
@@ -521,7 +526,7 @@ def train(args: Args, run: Run) -> None:
     # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
     # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
     # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
-    adam_form = {"foreach": True, "capturable": cuda_graphs} if compiled else {"fused": True}
+    adam_form = {"fused": not compiled, "foreach": compiled, "capturable": cuda_graphs}
     v_optimizer = torch.optim.Adam(vf.parameters(), lr=args.q_lr, **adam_form)
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
@@ -533,9 +538,6 @@ def train(args: Args, run: Run) -> None:
     if args.autotune:
         alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=cuda_graphs)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    for optimizer in (v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer):
-        if optimizer is not None:  # now, not inside a compiled update's first call
-            init_adam_state(optimizer)
     train_step, sample_action = update, actor.sample
     if compiled:  # the whole update as one graph (autograd.grad traced too), and the acting
         if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
@@ -566,6 +568,11 @@ def train(args: Args, run: Run) -> None:
             "target_entropy": target_entropy if args.autotune else None,
         },
     )
+    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
+    for optimizer in (v_optimizer, q_optimizer, actor_optimizer):
+        init_adam_state(optimizer, **adam_form)
+    if alpha_optimizer is not None:
+        init_adam_state(alpha_optimizer, capturable=cuda_graphs)
     if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
         # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
         state = adam_state_tensors(v_optimizer, q_optimizer, actor_optimizer, alpha_optimizer)

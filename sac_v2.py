@@ -355,16 +355,21 @@ def actor_and_temperature_loss(actor, qf, log_alpha, obs, target_entropy: float)
     return actor_loss, temperature_loss(log_alpha, log_prob, target_entropy), log_prob.detach()
 
 
-def init_adam_state(optimizer: torch.optim.Adam) -> None:
-    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
+    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
+    state (step, first and second moments) where it has none, as a first step would. On
+    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
     for group in optimizer.param_groups:
+        group.update(form)
         on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
         for param in group["params"]:
-            optimizer.state[param] = {
-                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+            state = optimizer.state[param] or {
+                "step": torch.zeros(()),
                 "exp_avg": torch.zeros_like(param),
                 "exp_avg_sq": torch.zeros_like(param),
             }
+            state["step"] = state["step"].to(param.device if on_device else "cpu")
+            optimizer.state[param] = state
 
 
 def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
@@ -467,7 +472,7 @@ def train(args: Args, run: Run) -> None:
     # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
     # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
     # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
-    adam_form = {"foreach": True, "capturable": cuda_graphs} if compiled else {"fused": True}
+    adam_form = {"fused": not compiled, "foreach": compiled, "capturable": cuda_graphs}
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
@@ -477,9 +482,6 @@ def train(args: Args, run: Run) -> None:
     alpha_optimizer = None
     if args.autotune:
         alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=cuda_graphs)
-    for optimizer in (q_optimizer, actor_optimizer, alpha_optimizer):
-        if optimizer is not None:  # now, not inside a compiled update's first call
-            init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step, sample_action = update, actor.sample
     if compiled:  # the whole update as one graph (autograd.grad traced too), and the acting
@@ -506,6 +508,11 @@ def train(args: Args, run: Run) -> None:
             "target_entropy": target_entropy if args.autotune else None,
         },
     )
+    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
+    init_adam_state(q_optimizer, **adam_form)
+    init_adam_state(actor_optimizer, **adam_form)
+    if alpha_optimizer is not None:
+        init_adam_state(alpha_optimizer, capturable=cuda_graphs)
     if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
         # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
         state = adam_state_tensors(q_optimizer, actor_optimizer, alpha_optimizer)

@@ -487,16 +487,21 @@ def svgd_sampler_loss(sampler, obs: torch.Tensor, log_density, num_particles: in
     return loss, direction.norm(dim=-1).mean(), bandwidth.mean()
 
 
-def init_adam_state(optimizer: torch.optim.Adam) -> None:
-    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
+    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
+    state (step, first and second moments) where it has none, as a first step would. On
+    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
     for group in optimizer.param_groups:
+        group.update(form)
         on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
         for param in group["params"]:
-            optimizer.state[param] = {
-                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+            state = optimizer.state[param] or {
+                "step": torch.zeros(()),
                 "exp_avg": torch.zeros_like(param),
                 "exp_avg_sq": torch.zeros_like(param),
             }
+            state["step"] = state["step"].to(param.device if on_device else "cpu")
+            optimizer.state[param] = state
 
 
 def adam_state_tensors(*optimizers: torch.optim.Adam) -> list[torch.Tensor]:
@@ -697,11 +702,9 @@ def train(args: Args, run: Run) -> None:
     # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
     # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
     # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
-    adam_form = {"foreach": True, "capturable": cuda_graphs} if compiled else {"fused": True}
+    adam_form = {"fused": not compiled, "foreach": compiled, "capturable": cuda_graphs}
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
     sampler_optimizer = torch.optim.Adam(sampler.parameters(), lr=args.policy_lr, **adam_form)
-    for optimizer in (q_optimizer, sampler_optimizer):  # now, not in a compiled update's first call
-        init_adam_state(optimizer)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step = update
     if compiled:  # the whole update as one graph (both autograd.grad calls traced too)
@@ -727,6 +730,9 @@ def train(args: Args, run: Run) -> None:
         # α/reward_scale is the temperature that shapes π, in units of the env's reward
         report=lambda: {"alpha": args.alpha / args.reward_scale, "reward_scale": args.reward_scale},
     )
+    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
+    for optimizer in (q_optimizer, sampler_optimizer):
+        init_adam_state(optimizer, **adam_form)
     if cuda_graphs:  # a replayed graph works on fixed addresses: the optimizers' state (as
         # run.start resumed it), which the update changes in place, is marked, never copied in
         for tensor in adam_state_tensors(q_optimizer, sampler_optimizer):

@@ -330,16 +330,21 @@ def soft_q_losses(batch, q_network, target_network, log_alpha, gamma, target_ent
     return qf_loss, alpha_loss, policy_entropy, next_value.mean()
 
 
-def init_adam_state(optimizer: torch.optim.Adam) -> None:
-    """Create Adam's state (step, first and second moments) up front, as its first step would."""
+def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
+    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
+    state (step, first and second moments) where it has none, as a first step would. On
+    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
     for group in optimizer.param_groups:
+        group.update(form)
         on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
         for param in group["params"]:
-            optimizer.state[param] = {
-                "step": torch.zeros((), device=param.device if on_device else "cpu"),
+            state = optimizer.state[param] or {
+                "step": torch.zeros(()),
                 "exp_avg": torch.zeros_like(param),
                 "exp_avg_sq": torch.zeros_like(param),
             }
+            state["step"] = state["step"].to(param.device if on_device else "cpu")
+            optimizer.state[param] = state
 
 
 def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
@@ -449,7 +454,7 @@ def train(args: Args, run: Run) -> None:
     # Adam in one fused kernel; under --compile its single-tensor form, which takes the annealed
     # rate as a tensor and which inductor fuses (the fused kernel cannot be traced); in a CUDA
     # graph "capturable": its step counter (and the rate) live on the GPU, where a graph reads them
-    adam_form = {"foreach": False, "capturable": cuda_graphs} if compiled else {"fused": True}
+    adam_form = {"fused": not compiled, "foreach": False, "capturable": cuda_graphs}
     learning_rate = args.learning_rate  # under --compile a tensor, filled by set_learning_rate
     if compiled:
         learning_rate = torch.tensor(learning_rate, device=device if cuda_graphs else "cpu")
@@ -458,9 +463,6 @@ def train(args: Args, run: Run) -> None:
     alpha_optimizer = None
     if args.autotune:
         alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, capturable=cuda_graphs)
-    for optimizer in (q_optimizer, alpha_optimizer):
-        if optimizer is not None:  # now, not inside a compiled update's first call
-            init_adam_state(optimizer)
     target_entropy = args.target_entropy_scale * math.log(n_actions)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
     train_step = update
@@ -486,6 +488,10 @@ def train(args: Args, run: Run) -> None:
             "double_soft_q": args.double_soft_q,
         },
     )
+    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
+    init_adam_state(q_optimizer, lr=learning_rate, **adam_form)  # the rate: a tensor if compiled
+    if alpha_optimizer is not None:
+        init_adam_state(alpha_optimizer, capturable=cuda_graphs)
     if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
         # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
         for tensor in [log_alpha, *adam_state_tensors(q_optimizer, alpha_optimizer)]:

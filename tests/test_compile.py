@@ -2,6 +2,7 @@
 torch.autograd.grad, torch's functional Adam, so that torch.compile can trace it) is exactly
 torch.optim.Adam's, and the compiled update is one graph whose steps equal eager's."""
 
+import copy
 import importlib
 
 import numpy as np
@@ -68,6 +69,42 @@ def test_adam_step_is_torch_adams_step(script, form):
 def adam_form(device: str) -> dict:
     """The Adam form of --compile (foreach), capturable on CUDA as --cudagraphs builds it."""
     return {"foreach": True, "capturable": device == "cuda"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_init_adam_state_gives_a_resumed_optimizer_this_runs_form_and_keeps_its_state(script):
+    """An eager run's checkpoint resumed with --compile: load_state_dict restores the saved fused
+    form; init_adam_state sets the compiled form (foreach), keeps moments and step exactly, and the
+    next adam_step equals torch's own foreach Adam continuing from that state."""
+    module = importlib.import_module(script)
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(5, 3) for _ in range(3)]
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+    saved = torch.optim.Adam(nets[0].parameters(), lr=1e-2, fused=True)
+    for _ in range(2):
+        saved.zero_grad()
+        nets[0](x).pow(2).mean().backward()
+        saved.step()
+    checkpoint = saved.state_dict()
+    resumed, reference = (
+        torch.optim.Adam(net.parameters(), lr=1e-2, fused=False, foreach=True) for net in nets[1:]
+    )
+    for net, optimizer in zip(nets[1:], (resumed, reference), strict=True):
+        net.load_state_dict(nets[0].state_dict())
+        optimizer.load_state_dict(copy.deepcopy(checkpoint))  # as torch.load gives it: no sharing
+    assert resumed.param_groups[0]["fused"]  # the saved form is back
+    module.init_adam_state(resumed, fused=False, foreach=True, capturable=False)
+    assert (resumed.param_groups[0]["fused"], resumed.param_groups[0]["foreach"]) == (False, True)
+    for index, entry in checkpoint["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(resumed.state_dict()["state"][index][key], value), key
+    reference.param_groups[0].update(fused=False)  # torch's foreach Adam from the same state
+    reference.zero_grad()
+    nets[2](x).pow(2).mean().backward()
+    reference.step()
+    module.adam_step(nets[1](x).pow(2).mean(), resumed)
+    for a, b in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def sac_v2_update(device: str = "cpu"):

@@ -164,6 +164,29 @@ def test_a_compiled_run_trains(in_tmp, script):
         assert result["alpha"] < 1.0
 
 
+@pytest.mark.slow
+def test_an_eager_checkpoint_resumes_compiled_in_the_compiled_form(in_tmp):
+    """--resume with --compile typed on an eager run's checkpoint: the optimizer takes --compile's
+    Adam form, not the saved one, and sql_discrete's annealed rate is a tensor again, so the update
+    compiles once and never again (a float rate would recompile it at every update)."""
+    import sql_discrete
+
+    first = sql_discrete.main(
+        tiny_args("sql_discrete", total_timesteps=300, checkpoint_frequency=300)
+    )
+    checkpoint = Path(first["run_dir"]) / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=False)["q_optimizer"]["param_groups"][0]["fused"]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    resumed = sql_discrete.main(
+        sql_discrete.Args(resume=str(checkpoint), total_timesteps=400, compile=True, cuda=False)
+    )
+    assert resumed["status"] == "finished" and resumed["gradient_updates"] == 200
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    group = torch.load(checkpoint, weights_only=False)["q_optimizer"]["param_groups"][0]
+    assert torch.is_tensor(group["lr"]) and (group["fused"], group["foreach"]) == (False, False)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_cudagraphs_without_cuda_is_one_notice_then_a_compiled_run(in_tmp, script, capsys):
     """--cudagraphs needs CUDA; on a CPU it says so in one line and runs as --compile (the warm-up
