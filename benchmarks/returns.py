@@ -6,10 +6,11 @@ system. The driver writes them under `<out>/runs/...` and appends one line per f
 `<out>/runs.jsonl`:
 
     {"script", "variant", "env_id", "budget", "seed", "final_eval_return",
-     "curve": [[step, eval_return], ...], "wall_s", "date"}
+     "curve": [[step, eval_return], ...], "wall_s", "date", "code"}
 
-That file is the benchmark's raw data: it is committed, a re-run skips every run it already holds,
-and every table and figure (`benchmarks/rliable_report.py`) is computed from it alone.
+("code": the repository's `git describe --always --dirty` when the run started, "-dirty" meaning
+uncommitted changes.) That file is the benchmark's raw data: it is committed, a re-run skips every
+run it already holds, and every table and figure (`benchmarks/report.py`) is computed from it alone.
 
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python benchmarks/returns.py --list                       # the grids and what is done
@@ -134,13 +135,26 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def execute_run(argv: list[str], threads: int, repo: str | None) -> dict:
+def code_version(repo: Path) -> str | None:
+    """`git describe --always --dirty` of the repository (None where there is no git)."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return described.stdout.strip() or None
+
+
+def execute_run(argv: list[str], threads: int, repo: str | None, shipped: str | None) -> dict:
     """Ray task: run one command in a scratch directory and return what it wrote.
 
     `repo` is the repository on this machine; None on a cluster, where Ray's working directory
-    (the repository it shipped) is the current directory of the task.
+    (the repository it shipped, whose code version is `shipped`) is the task's current directory.
     """
     root = Path(repo or os.getcwd())
+    code = code_version(root) if repo else shipped  # the code this run's process will read
     program, *flags = argv
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MUJOCO_GL": "egl"}
     start = time.time()
@@ -153,7 +167,7 @@ def execute_run(argv: list[str], threads: int, repo: str | None) -> dict:
             capture_output=True,
             text=True,
         )
-        result = {"returncode": process.returncode, "wall_s": time.time() - start}
+        result = {"returncode": process.returncode, "wall_s": time.time() - start, "code": code}
         summaries = sorted(Path(scratch).glob("runs/*/summary.json"))
         if process.returncode != 0 or not summaries:
             # The last line that says something (tyro draws its usage errors in a box).
@@ -208,6 +222,7 @@ def store_run(out: Path, entry: Entry, seed: int, result: dict) -> dict:
         "curve": eval_curve(result["metrics"]),
         "wall_s": round(result["wall_s"], 1),
         "date": datetime.date.today().isoformat(),
+        "code": result["code"],
     }
     with open(out / "runs.jsonl", "a") as runs:
         runs.write(json.dumps(row) + "\n")
@@ -245,8 +260,12 @@ def run_grid(
     ray.cloudpickle.register_pickle_by_value(sys.modules[execute_run.__module__])
     remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(execute_run)
     repo = None if on_cluster else str(ROOT)
+    shipped = code_version(ROOT) if on_cluster else None  # what ray.init packed up just now
     tasks = {
-        remote.remote(command(entry, seed, threads, gpus_per_run > 0), threads, repo): (entry, seed)
+        remote.remote(command(entry, seed, threads, gpus_per_run > 0), threads, repo, shipped): (
+            entry,
+            seed,
+        )
         for entry, seed in pending
     }
     slots = max(1, int(ray.cluster_resources().get("CPU", jobs) // threads))

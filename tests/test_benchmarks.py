@@ -5,6 +5,7 @@ import importlib.util
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,17 @@ def test_a_grid_runs_on_ray_returns_its_files_and_skips_finished_runs(
         "curve",
         "wall_s",
         "date",
+        "code",
     }
+    head = subprocess.run(
+        ["git", "-C", str(BENCHMARKS), "rev-parse", "--short=7", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    if head.returncode == 0:  # a git checkout: the run names the commit its code came from
+        assert head.stdout.strip() in row["code"]
+    else:
+        assert row["code"] is None
     assert (row["script"], row["variant"], row["env_id"], row["budget"], row["seed"]) == GOOD.key(1)
     run_dir = tmp_path / "runs" / "sac_v2" / "Pendulum-v1_400" / "seed1"
     summary = json.loads((run_dir / "summary.json").read_text())
