@@ -6,6 +6,21 @@ import signal
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
+
+
+def random_transitions(seed=123, obs_dim=3, act_dim=2, n=32, dtype=torch.float32, device="cpu"):
+    """A minibatch as the continuous scripts' replay buffers return it, from its own generator:
+    (obs, action in [−1, 1], reward [n, 1], terminated [n, 1] (≈ 30 % ones), next obs)."""
+    generator = torch.Generator().manual_seed(seed)
+    columns = (
+        torch.randn(n, obs_dim, generator=generator),
+        torch.rand(n, act_dim, generator=generator) * 2 - 1,
+        torch.randn(n, 1, generator=generator),
+        (torch.rand(n, 1, generator=generator) < 0.3).float(),
+        torch.randn(n, obs_dim, generator=generator),
+    )
+    return tuple(column.to(dtype=dtype, device=device) for column in columns)
 
 
 @pytest.fixture

@@ -10,27 +10,19 @@ import pytest
 import torch
 import torch._dynamo.config
 import torch._inductor.config
+from conftest import random_transitions
 
 SCRIPTS = ["sac_v2", "sac_v1", "sql_continuous", "sql_discrete"]
 OBS_DIM, ACT_DIM = 3, 2
 
 
-def batch(seed: int, device: str = "cpu", n: int = 32) -> tuple[torch.Tensor, ...]:
-    """(obs, action in [−1, 1], reward, terminated, next obs), as the continuous scripts store it."""
-    generator = torch.Generator().manual_seed(seed)
-    columns = (
-        torch.randn(n, OBS_DIM, generator=generator),
-        torch.rand(n, ACT_DIM, generator=generator) * 2 - 1,
-        torch.randn(n, 1, generator=generator),
-        (torch.rand(n, 1, generator=generator) < 0.3).float(),
-        torch.randn(n, OBS_DIM, generator=generator),
-    )
-    return tuple(column.to(device) for column in columns)
+def batch(seed: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    return random_transitions(seed, OBS_DIM, ACT_DIM, device=device)
 
 
-def discrete_batch(seed: int, device: str = "cpu", n: int = 32) -> tuple[torch.Tensor, ...]:
+def discrete_batch(seed: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     """(obs, next obs, action index, reward, terminated), as sql_discrete stores it."""
-    obs, action, reward, terminated, next_obs = batch(seed, device, n)
+    obs, action, reward, terminated, next_obs = batch(seed, device)
     return obs, next_obs, (action[:, 0] > 0).long(), reward[:, 0], terminated[:, 0]
 
 

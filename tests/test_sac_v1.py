@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from conftest import MAX_EPISODE_STEPS
+from conftest import MAX_EPISODE_STEPS, random_transitions
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 import sac_v1
@@ -296,18 +296,6 @@ def random_networks(obs_dim=3, act_dim=2, dtype=torch.float32, seed=0):
     return [net.to(dtype) for net in (actor, qf, vf, vf_target)]
 
 
-def random_batch(obs_dim=3, act_dim=2, n=32, dtype=torch.float32):
-    generator = torch.Generator().manual_seed(123)
-    batch = (
-        torch.randn(n, obs_dim, generator=generator),
-        torch.rand(n, act_dim, generator=generator) * 2 - 1,
-        torch.randn(n, 1, generator=generator),
-        (torch.rand(n, 1, generator=generator) < 0.3).float(),
-        torch.randn(n, obs_dim, generator=generator),
-    )
-    return tuple(x.to(dtype) for x in batch)
-
-
 def scaled_copy(network, factor):
     """The same network with its output multiplied by `factor` (last layer scaled)."""
     network = copy.deepcopy(network)
@@ -327,7 +315,7 @@ def test_reward_scale_k_with_alpha_1_equals_scale_1_with_alpha_1_over_k(k):
     by exactly k, the critic losses by k² and the policy loss and its gradient by k, so the policy's
     Adam steps (invariant to a constant gradient scale) are the same: only α/k matters."""
     actor, qf, vf, vf_target = random_networks(dtype=torch.float64)
-    batch = random_batch(dtype=torch.float64)
+    batch = random_transitions(dtype=torch.float64)
     gamma, target_entropy = 0.99, -2.0
 
     def losses(reward_scale, alpha, scale_networks_by):
@@ -366,7 +354,7 @@ def test_each_loss_reaches_only_its_own_network_and_one_backward_gives_each_its_
         "alpha_loss": [log_alpha],
     }
     torch.manual_seed(3)
-    losses = sac_v1.sac_v1_losses(actor, qf, vf, vf_target, log_alpha, random_batch(), 0.99, 5.0, -2.0)  # fmt: skip
+    losses = sac_v1.sac_v1_losses(actor, qf, vf, vf_target, log_alpha, random_transitions(), 0.99, 5.0, -2.0)  # fmt: skip
     own_gradients = {}
     for loss_name in groups:
         for group_name, parameters in groups.items():
@@ -391,7 +379,7 @@ def test_each_loss_reaches_only_its_own_network_and_one_backward_gives_each_its_
 def test_actor_loss_follows_the_gradient_of_q_through_the_action():
     """J_π's gradient must carry ∂Q/∂ã: the entropy term alone has a different gradient."""
     actor, qf, vf, vf_target = random_networks()
-    batch = random_batch()
+    batch = random_transitions()
     torch.manual_seed(5)
     losses = sac_v1.sac_v1_losses(actor, qf, vf, vf_target, torch.tensor(0.0), batch, 0.99, 5.0, -2.0)  # fmt: skip
     with_q = torch.autograd.grad(losses["actor_loss"], list(actor.parameters()))
@@ -425,7 +413,7 @@ def sgd_optimizers(monkeypatch):
 
 def test_update_steps_each_network_by_its_own_loss_then_averages_the_target(sgd_optimizers):
     actor, qf, vf, vf_target = random_networks(dtype=torch.float64)
-    batch = random_batch(dtype=torch.float64)
+    batch = random_transitions(dtype=torch.float64)
     log_alpha = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
     lr, tau = 0.1, 0.25
     groups = {
@@ -467,7 +455,7 @@ def test_update_with_fixed_alpha_leaves_alpha_alone(sgd_optimizers):
     actor, qf, vf, vf_target = random_networks()
     log_alpha = torch.tensor(math.log(0.3))
     optimizers = sgd_optimizers(actor, qf, vf, log_alpha)[:3] + [None]
-    batch = random_batch()
+    batch = random_transitions()
     logged = sac_v1.update(batch, actor, qf, vf, vf_target, log_alpha, *optimizers, 0.99, 0.005, 5.0, -2.0)  # fmt: skip
     assert log_alpha.item() == torch.tensor(math.log(0.3)).item()
     assert logged["losses/alpha"].item() == pytest.approx(0.3)
@@ -483,7 +471,7 @@ def actor_after_one_update(sgd_optimizers, perturb: str | None = None) -> list[t
     log_alpha = torch.tensor(0.0, requires_grad=True)
     optimizers = sgd_optimizers(actor, qf, vf, log_alpha)
     torch.manual_seed(3)
-    sac_v1.update(random_batch(), actor, qf, vf, vf_target, log_alpha, *optimizers, 0.99, 0.005, 5.0, -2.0)  # fmt: skip
+    sac_v1.update(random_transitions(), actor, qf, vf, vf_target, log_alpha, *optimizers, 0.99, 0.005, 5.0, -2.0)  # fmt: skip
     return [p.detach().clone() for p in actor.parameters()]
 
 
@@ -508,7 +496,7 @@ def test_polyak_update_of_the_target_value_network_matches_its_formula():
 def test_twin_q_functions_are_two_independent_mlps():
     """The batched module equals two separate nn.Linear MLPs built from its weights."""
     _, qf, _, _ = random_networks()
-    obs, action = random_batch()[:2]
+    obs, action = random_transitions()[:2]
     x = torch.cat([obs, action], -1)
     for i in range(2):
         hidden = x

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_EPISODE_STEPS
+from conftest import MAX_EPISODE_STEPS, random_transitions
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 import sac_v2
@@ -214,19 +214,11 @@ def networks(obs_dim=3, act_dim=2, dtype=torch.float32):
     return actor, qf, qf_target
 
 
-def random_batch(obs_dim=3, act_dim=2, n=32):
-    return (
-        torch.randn(n, obs_dim),
-        torch.rand(n, act_dim) * 2 - 1,
-        torch.randn(n, 1),
-        (torch.rand(n, 1) < 0.3).float(),
-        torch.randn(n, obs_dim),
-    )
-
-
 def test_critic_loss_reaches_only_the_critics():
     actor, qf, qf_target = networks()
-    loss, _ = sac_v2.critic_loss(qf, qf_target, actor, random_batch(), torch.tensor(0.3), 0.99)
+    loss, _ = sac_v2.critic_loss(
+        qf, qf_target, actor, random_transitions(), torch.tensor(0.3), 0.99
+    )
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in qf.parameters())
     assert all(p.grad is None for p in actor.parameters())
@@ -237,7 +229,7 @@ def test_actor_and_temperature_losses_reach_only_their_own_parameters():
     actor, qf, qf_target = networks()
     log_alpha = torch.tensor(0.1, requires_grad=True)
     actor_loss, alpha_loss, _ = sac_v2.actor_and_temperature_loss(
-        actor, qf, log_alpha, random_batch()[0], target_entropy=-2.0
+        actor, qf, log_alpha, random_transitions()[0], target_entropy=-2.0
     )
     actor_loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
@@ -254,7 +246,7 @@ def test_actor_and_temperature_losses_reach_only_their_own_parameters():
 def test_actor_loss_follows_the_gradient_of_the_critic_through_the_action():
     """J_π's gradient must carry ∂Q/∂a: the same loss with the critic's output detached differs."""
     actor, qf, _ = networks()
-    obs = random_batch()[0]
+    obs = random_transitions()[0]
     torch.manual_seed(5)
     loss, _, _ = sac_v2.actor_and_temperature_loss(actor, qf, torch.tensor(0.0), obs, -2.0)
     with_critic = torch.autograd.grad(loss, list(actor.parameters()))
@@ -286,7 +278,7 @@ def one_update(qf_target_offset: float, q_lr: float = 0.0):
         torch.optim.Adam([log_alpha], lr=1e-2),
     ]
     torch.manual_seed(7)
-    batch = random_batch()
+    batch = random_transitions()
     losses = sac_v2.update(batch, actor, qf, qf_target, log_alpha, *optimizers, 0.99, 0.005, -2.0)
     return actor, qf, qf_target, log_alpha, losses
 
@@ -321,7 +313,7 @@ def test_update_steps_every_network_and_moves_the_targets_by_polyak():
 def test_twin_critics_are_two_independent_mlps():
     """The batched module equals two separate nn.Linear MLPs built from its weights."""
     _, qf, _ = networks()
-    obs, action = random_batch()[:2]
+    obs, action = random_transitions()[:2]
     x = torch.cat([obs, action], -1)
     for i in range(2):
         hidden = x
@@ -334,7 +326,7 @@ def test_twin_critics_are_two_independent_mlps():
 def test_bf16_autocast_keeps_float32_outputs_close_to_the_float32_networks():
     """--bf16 runs hidden layers in bfloat16 but the Q values and the policy head in float32."""
     actor, qf, _ = networks()
-    obs, action = random_batch()[:2]
+    obs, action = random_transitions()[:2]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         q_bf16, (mean_bf16, log_std_bf16) = qf(obs, action), actor(obs)
     assert q_bf16.dtype == mean_bf16.dtype == log_std_bf16.dtype == torch.float32
