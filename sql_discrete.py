@@ -568,8 +568,8 @@ The algorithm above hands it:
 STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM handler
 # Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
-RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
-RESUME_OVERRIDES |= {"cudagraphs"}
+RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model"}
+RESUME_OVERRIDES |= {"compile", "cudagraphs"}
 
 
 class UsageError(Exception):
@@ -1007,13 +1007,13 @@ def command_line(argv: list[str] | None = None) -> int:
     try:
         with contextlib.redirect_stderr(tyro_errors):
             args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
-    except SystemExit as exit:  # after --help (0), or a value tyro cannot parse (2)
-        if exit.code == 2:  # one line, not tyro's box
+    except SystemExit as stop:  # after --help (0), or a value tyro cannot parse (2)
+        if stop.code == 2:  # one line, not tyro's box
             message = tyro_message(tyro_errors.getvalue())
             print(f"error: {message} (--help lists the flags)", file=sys.stderr)
         else:
             sys.stderr.write(tyro_errors.getvalue())
-        return exit.code
+        return stop.code
     if unknown:  # a mistyped flag: one line, not tyro's box
         print(f"error: unknown flags {' '.join(unknown)} (--help lists them)", file=sys.stderr)
         return 2
