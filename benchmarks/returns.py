@@ -261,13 +261,10 @@ def run_grid(
     remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(execute_run)
     repo = None if on_cluster else str(ROOT)
     shipped = code_version(ROOT) if on_cluster else None  # what ray.init packed up just now
-    tasks = {
-        remote.remote(command(entry, seed, threads, gpus_per_run > 0), threads, repo, shipped): (
-            entry,
-            seed,
-        )
-        for entry, seed in pending
-    }
+    tasks = {}  # Ray task -> (entry, seed)
+    for entry, seed in pending:
+        argv = command(entry, seed, threads, gpus_per_run > 0)
+        tasks[remote.remote(argv, threads, repo, shipped)] = (entry, seed)
     slots = max(1, int(ray.cluster_resources().get("CPU", jobs) // threads))
     finished = failed = 0
     durations: list[float] = []
