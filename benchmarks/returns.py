@@ -12,6 +12,14 @@ system. The driver writes them under `<out>/runs/...` and appends one line per f
 uncommitted changes.) That file is the benchmark's raw data: it is committed, a re-run skips every
 run it already holds, and every table and figure (`benchmarks/report.py`) is computed from it alone.
 
+A grid outlives its driver: on a local runtime each softrl run works in `<out>/partial/...` and
+writes a checkpoint at every tenth of its budget (at least every evaluation), so a grid stopped
+by Ctrl-C, a killed machine or the end of a working session resumes its unfinished runs where
+their last checkpoint left them (the scripts resume exactly: a resumed run ends where an
+uninterrupted one does). Such a run's row adds `"resumed": [{"step", "code"}, ...]`, one entry per
+restart, and its wall_s sums the segments up to the work that counted. SB3 peers cannot resume:
+they start over. On a cluster the workers share no disk with the driver, and runs start over too.
+
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python benchmarks/returns.py --list                       # the grids and what is done
     python benchmarks/returns.py --grid mujoco                # local Ray runtime, --jobs = cores
@@ -31,6 +39,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +73,11 @@ class Entry:
 
     def key(self, seed: int) -> tuple:
         return (self.script, self.variant, self.env_id, self.budget, seed)
+
+    @property
+    def resumable(self) -> bool:
+        """softrl scripts checkpoint and resume exactly; the SB3 peers cannot."""
+        return not self.script.startswith("sb3_")
 
 
 FIVE_SEEDS = (1, 2, 3, 4, 5)
@@ -122,7 +136,31 @@ def command(entry: Entry, seed: int, threads: int, use_gpu: bool) -> list[str]:
         program = [f"{entry.script}.py"] + ([] if use_gpu else ["--no-cuda"])
     flags = ["--env-id", entry.env_id, "--total-timesteps", str(entry.budget), "--seed", str(seed)]
     flags += ["--eval-frequency", str(entry.eval_frequency), "--torch-threads", str(threads)]
+    if entry.resumable:
+        flags += ["--checkpoint-frequency", str(max(entry.eval_frequency, entry.budget // 10))]
     return [*program, *flags, *entry.extra, *entry.variant.split()]
+
+
+def partial_dir(out: Path, entry: Entry, seed: int) -> Path:
+    """Where a local run works until it finishes: a stopped grid finds its checkpoint here."""
+    return (
+        out / "partial" / entry.label.replace(" --", "_") / f"{entry.env_id}_{entry.budget}_{seed}"
+    )
+
+
+def latest_checkpoint(scratch: Path) -> Path | None:
+    checkpoints = sorted(
+        scratch.glob("runs/*/checkpoint.pt"), key=lambda path: path.stat().st_mtime
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The env step a checkpoint was saved at (memory-mapped: the replay buffer is not read)."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(saved["loop"]["global_step"])
 
 
 def die_with_parent() -> None:
@@ -147,40 +185,70 @@ def code_version(repo: Path) -> str | None:
     return described.stdout.strip() or None
 
 
-def execute_run(argv: list[str], threads: int, repo: str | None, shipped: str | None) -> dict:
-    """Ray task: run one command in a scratch directory and return what it wrote.
+def execute_run(
+    argv: list[str], threads: int, repo: str | None, shipped: str | None, scratch: str | None = None
+) -> dict:
+    """Ray task: run one command and return what it wrote.
 
     `repo` is the repository on this machine; None on a cluster, where Ray's working directory
     (the repository it shipped, whose code version is `shipped`) is the task's current directory.
+    `scratch` is the run's partial directory (local runtime, softrl scripts): the run works there
+    and resumes from the checkpoint a stopped earlier attempt left; None: a temporary directory.
     """
     root = Path(repo or os.getcwd())
     code = code_version(root) if repo else shipped  # the code this run's process will read
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="softrl-run-") as temporary:
+            return run_command(root, argv, threads, Path(temporary)) | {"code": code}
+    scratch_dir, ledger_path = Path(scratch), Path(scratch) / "segments.json"
+    checkpoint = latest_checkpoint(scratch_dir)
+    if checkpoint is None:  # nothing to resume: start clean
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+        ledger = {"credited_s": 0.0, "resumed": []}
+    else:
+        fresh = {"credited_s": 0.0, "resumed": [], "segment_start": time.time()}
+        ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else fresh
+        # The stopped attempt's time counts up to its last checkpoint; the work after it is lost.
+        ledger["credited_s"] += max(0.0, checkpoint.stat().st_mtime - ledger["segment_start"])
+        ledger["resumed"].append({"step": checkpoint_step(checkpoint), "code": code})
+        argv = [*argv, "--resume", str(checkpoint.resolve())]
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    ledger["segment_start"] = time.time()
+    ledger_path.write_text(json.dumps(ledger))
+    result = run_command(root, argv, threads, scratch_dir) | {"code": code}
+    result["wall_s"] += ledger["credited_s"]
+    if ledger["resumed"]:
+        result["resumed"] = ledger["resumed"]
+    return result  # the driver removes the partial directory once runs.jsonl holds the run
+
+
+def run_command(root: Path, argv: list[str], threads: int, cwd: Path) -> dict:
+    """Run a script as a fresh process in `cwd`; return its exit status, files or last error."""
     program, *flags = argv
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MUJOCO_GL": "egl"}
     start = time.time()
-    with tempfile.TemporaryDirectory(prefix="softrl-run-") as scratch:
-        process = subprocess.run(
-            [sys.executable, str(root / program), *flags],
-            cwd=scratch,
-            env=environment,
-            preexec_fn=die_with_parent,
-            capture_output=True,
-            text=True,
-        )
-        result = {"returncode": process.returncode, "wall_s": time.time() - start, "code": code}
-        summaries = sorted(Path(scratch).glob("runs/*/summary.json"))
-        if process.returncode != 0 or not summaries:
-            # The last line that says something (tyro draws its usage errors in a box).
-            lines = [line.strip(" │╭╮╰╯─") for line in process.stderr.splitlines()]
-            lines = [line for line in lines if line and not line.startswith("For full helptext")]
-            last = lines[-1] if lines else f"exit {process.returncode}, nothing on stderr"
-            return result | {"error": last, "stdout": process.stdout[-4000:]}
-        run_dir = summaries[-1].parent
-        return result | {
-            "summary": (run_dir / "summary.json").read_text(),
-            "metrics": (run_dir / "metrics.jsonl").read_text(),
-            "stdout": process.stdout,
-        }
+    process = subprocess.run(
+        [sys.executable, str(root / program), *flags],
+        cwd=cwd,
+        env=environment,
+        preexec_fn=die_with_parent,
+        capture_output=True,
+        text=True,
+    )
+    result = {"returncode": process.returncode, "wall_s": time.time() - start}
+    summaries = sorted(cwd.glob("runs/*/summary.json"))
+    if process.returncode != 0 or not summaries:
+        # The last line that says something (tyro draws its usage errors in a box).
+        lines = [line.strip(" │╭╮╰╯─") for line in process.stderr.splitlines()]
+        lines = [line for line in lines if line and not line.startswith("For full helptext")]
+        last = lines[-1] if lines else f"exit {process.returncode}, nothing on stderr"
+        return result | {"error": last, "stdout": process.stdout[-4000:]}
+    run_dir = summaries[-1].parent
+    return result | {
+        "summary": (run_dir / "summary.json").read_text(),
+        "metrics": (run_dir / "metrics.jsonl").read_text(),
+        "stdout": process.stdout,
+    }
 
 
 def eval_curve(metrics_text: str) -> list[list[float]]:
@@ -224,6 +292,8 @@ def store_run(out: Path, entry: Entry, seed: int, result: dict) -> dict:
         "date": datetime.date.today().isoformat(),
         "code": result["code"],
     }
+    if "resumed" in result:
+        row["resumed"] = result["resumed"]
     with open(out / "runs.jsonl", "a") as runs:
         runs.write(json.dumps(row) + "\n")
     return row
@@ -261,10 +331,13 @@ def run_grid(
     remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(execute_run)
     repo = None if on_cluster else str(ROOT)
     shipped = code_version(ROOT) if on_cluster else None  # what ray.init packed up just now
-    tasks = {}  # Ray task -> (entry, seed)
+    tasks = {}  # Ray task -> (entry, seed, its partial directory or None)
     for entry, seed in pending:
         argv = command(entry, seed, threads, gpus_per_run > 0)
-        tasks[remote.remote(argv, threads, repo, shipped)] = (entry, seed)
+        # A local softrl run works in its partial directory (a cluster's workers cannot see it).
+        scratch = None if on_cluster or not entry.resumable else partial_dir(out, entry, seed)
+        task = remote.remote(argv, threads, repo, shipped, scratch and str(scratch))
+        tasks[task] = (entry, seed, scratch)
     slots = max(1, int(ray.cluster_resources().get("CPU", jobs) // threads))
     finished = failed = 0
     durations: list[float] = []
@@ -273,18 +346,24 @@ def run_grid(
         while tasks:
             ready, _ = ray.wait(list(tasks), num_returns=1, timeout=progress_every)
             for task in ready:
-                entry, seed = tasks.pop(task)
+                entry, seed, scratch = tasks.pop(task)
                 result = ray.get(task)
-                if "error" in result:
+                if "error" in result:  # a failed run keeps its checkpoint: a re-run resumes it
                     failed += 1
                     print(f"FAILED {entry.name} seed {seed}: {result['error']}", flush=True)
                     continue
                 finished += 1
                 durations.append(result["wall_s"])
                 row = store_run(out, entry, seed, result)
+                if scratch is not None:
+                    shutil.rmtree(scratch)
+                resumed = ", resumed at step " + ", ".join(
+                    str(restart["step"]) for restart in row.get("resumed", [])
+                )
                 print(
                     f"done   {entry.name} seed {seed}: eval return "
-                    f"{row['final_eval_return']:.1f} in {minutes(result['wall_s'])}",
+                    f"{row['final_eval_return']:.1f} in {minutes(result['wall_s'])}"
+                    f"{resumed if 'resumed' in row else ''}",
                     flush=True,
                 )
             if tasks and (ready or time.time() - last_progress >= progress_every):
@@ -303,7 +382,10 @@ def run_grid(
     except KeyboardInterrupt:
         for task in tasks:
             ray.cancel(task, force=True)
-        print(f"\ninterrupted: cancelled {len(tasks)} runs; {finished} finished runs are kept")
+        print(
+            f"\ninterrupted: cancelled {len(tasks)} runs; {finished} finished runs are kept, "
+            "and a re-run resumes the softrl runs from their last checkpoints"
+        )
         raise
     finally:
         ray.shutdown()
@@ -324,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPU fraction a run gets")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where runs.jsonl and runs/ go")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the runs' partial directories are handed to other processes
 
     done = {run_key(row) for row in read_runs(args.out / "runs.jsonl")}
     if args.list:
@@ -331,7 +414,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid {grid}:")
             for entry in entries:
                 seeds = [seed for seed in entry.seeds if entry.key(seed) in done]
-                print(f"  {entry.name:42s} {len(seeds)}/{len(entry.seeds)} seeds done")
+                stopped = [
+                    seed
+                    for seed in entry.seeds
+                    if seed not in seeds
+                    and latest_checkpoint(partial_dir(args.out, entry, seed)) is not None
+                ]
+                part_way = f", seed {' '.join(map(str, stopped))} part-way" if stopped else ""
+                print(f"  {entry.name:42s} {len(seeds)}/{len(entry.seeds)} seeds done{part_way}")
         return 0
     entries = [entry for entry in GRIDS[args.grid] if args.only in entry.name]
     seeds = sorted({seed for entry in entries for seed in entry.seeds})
@@ -343,7 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         and entry.key(seed) not in done
         and (not args.seeds or seed in args.seeds)
     ]
-    print(f"grid {args.grid}: {len(pending)} runs to do, {args.jobs} at once", flush=True)
+    resuming = sum(
+        latest_checkpoint(partial_dir(args.out, entry, seed)) is not None for entry, seed in pending
+    )
+    print(
+        f"grid {args.grid}: {len(pending)} runs to do ({resuming} resume from a checkpoint), "
+        f"{args.jobs} at once",
+        flush=True,
+    )
     if not pending:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ statistics (benchmarks/report.py, checked against hand-computed IQM, means and p
 import importlib.util
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,48 @@ def test_a_grid_runs_on_ray_returns_its_files_and_skips_finished_runs(
     assert returns.main(["--list", "--out", str(tmp_path)]) == 0
     assert "sac_v2 Pendulum-v1 0k" in (listing := capsys.readouterr().out)
     assert "1/1 seeds done" in listing
+
+
+def run_script(argv: list[str], cwd: Path) -> list[list[float]]:
+    """Run a grid command as a plain process in `cwd`; its eval curve from metrics.jsonl."""
+    program, *flags = argv
+    cwd.mkdir(parents=True, exist_ok=True)
+    environment = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(BENCHMARKS.parent / program), *flags], cwd=cwd, env=environment, check=True, capture_output=True)  # fmt: skip
+    (metrics,) = cwd.glob("runs/*/metrics.jsonl")
+    return returns.eval_curve(metrics.read_text())
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_where_an_unstopped_run_ends(
+    tmp_path, monkeypatch, capsys
+):
+    argv = returns.command(GOOD, 1, 1, False)
+    assert argv[argv.index("--checkpoint-frequency") + 1] == "200"  # every evaluation here
+    unstopped = run_script(argv, tmp_path / "unstopped")
+    assert [step for step, _ in unstopped] == [200, 400]
+
+    # An attempt stopped after its checkpoint at step 200, that had run 100 s up to it.
+    out = tmp_path / "out"
+    scratch = returns.partial_dir(out, GOOD, 1)
+    budget = argv.index("--total-timesteps") + 1
+    run_script([*argv[:budget], "200", *argv[budget + 1 :]], scratch)
+    (checkpoint,) = scratch.glob("runs/*/checkpoint.pt")
+    segment_start = checkpoint.stat().st_mtime - 100.0
+    ledger = {"credited_s": 0.0, "resumed": [], "segment_start": segment_start}
+    (scratch / "segments.json").write_text(json.dumps(ledger))
+    monkeypatch.setattr(returns, "GRIDS", {"test": [GOOD]})
+    assert returns.main(["--list", "--out", str(out)]) == 0
+    assert "0/1 seeds done, seed 1 part-way" in capsys.readouterr().out
+
+    assert returns.main(["--grid", "test", "--out", str(out), "--jobs", "1"]) == 0
+    output = capsys.readouterr().out
+    assert "1 runs to do (1 resume from a checkpoint)" in output
+    assert "resumed at step 200" in output
+    (row,) = returns.read_runs(out / "runs.jsonl")
+    assert row["resumed"] == [{"step": 200, "code": row["code"]}]
+    assert row["curve"] == unstopped  # the eval at 200 kept, the one at 400 as if never stopped
+    assert row["wall_s"] >= 100.0  # the stopped attempt's time up to its checkpoint counts
+    assert not scratch.exists()  # stored: the partial directory goes
 
 
 def processes_running(marker: str) -> list[int]:
