@@ -30,9 +30,11 @@ they start over. On a cluster the workers share no disk with the driver, and run
 On a cluster (`--address auto` on its head node, or `--address ray://head:10001` from outside)
 Ray ships this repository to the workers as the tasks' working directory; each worker needs the
 packages of requirements.txt and benchmarks/requirements.txt. `--gpus-per-run 0.25` gives each run
-a quarter of a GPU and lets the scripts use CUDA. Ctrl-C cancels the runs not yet finished; the
-finished ones stay in runs.jsonl. (`ray stop` stops every Ray runtime on its machine, a running
-grid's local one too: its runs in flight are lost.)
+a quarter of a GPU and lets the scripts use CUDA. Ctrl-C (or SIGTERM) cancels the runs not yet
+finished: the finished ones stay in runs.jsonl, and each softrl run in flight saves a checkpoint
+at its current step before it exits, where a re-run resumes it. (`ray stop` stops every Ray
+runtime on its machine, a running grid's local one too: its runs go back to their last
+periodic checkpoint.)
 """
 
 import argparse
@@ -40,6 +42,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +52,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+STOP = "STOP"  # a file the driver puts in a local run's partial directory to stop it cleanly
 
 
 @dataclass(frozen=True)
@@ -163,14 +167,19 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(saved["loop"]["global_step"])
 
 
-def die_with_parent() -> None:
-    """Run in the child before it starts: the kernel kills it if its Ray worker dies (Linux), so a
-    cancelled or killed task leaves no orphaned training run behind."""
+def stop_with_parent() -> None:
+    """Run in the child before it starts: the kernel sends it SIGTERM if its Ray worker dies
+    (Linux), so a cancelled or killed task leaves no orphaned training run behind. A softrl script
+    takes SIGTERM as Ctrl-C: it saves a checkpoint at its current step and exits, and the grid's
+    re-run resumes it there; an SB3 peer just stops."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def code_version(repo: Path) -> str | None:
@@ -201,6 +210,8 @@ def execute_run(
         with tempfile.TemporaryDirectory(prefix="softrl-run-") as temporary:
             return run_command(root, argv, threads, Path(temporary)) | {"code": code}
     scratch_dir, ledger_path = Path(scratch), Path(scratch) / "segments.json"
+    if (scratch_dir / STOP).exists():  # the grid was stopped before this run began
+        return {"returncode": None, "wall_s": 0.0, "code": code, "error": "stopped"}
     checkpoint = latest_checkpoint(scratch_dir)
     if checkpoint is None:  # nothing to resume: start clean
         shutil.rmtree(scratch_dir, ignore_errors=True)
@@ -223,31 +234,43 @@ def execute_run(
 
 
 def run_command(root: Path, argv: list[str], threads: int, cwd: Path) -> dict:
-    """Run a script as a fresh process in `cwd`; return its exit status, files or last error."""
+    """Run a script as a fresh process in `cwd`; return its exit status, files or last error.
+    A file `cwd/STOP` (the driver's Ctrl-C) sends the run SIGTERM: a softrl script saves a
+    checkpoint at its current step and exits."""
     program, *flags = argv
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MUJOCO_GL": "egl"}
     start = time.time()
-    process = subprocess.run(
-        [sys.executable, str(root / program), *flags],
-        cwd=cwd,
-        env=environment,
-        preexec_fn=die_with_parent,
-        capture_output=True,
-        text=True,
-    )
+    # Output goes to files, not pipes: a run whose worker died can still print while it saves
+    # its checkpoint. Appended, so a resumed run's log holds every attempt.
+    with open(cwd / "stdout.log", "a") as stdout, open(cwd / "stderr.log", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(root / program), *flags],
+            cwd=cwd,
+            env=environment,
+            preexec_fn=stop_with_parent,
+            start_new_session=True,  # out of the worker's process group: Ray kills that at once
+            stdout=stdout,
+            stderr=stderr,
+        )
+        while process.poll() is None:
+            if (cwd / STOP).exists():
+                process.terminate()
+                process.wait()
+            time.sleep(0.5)
     result = {"returncode": process.returncode, "wall_s": time.time() - start}
+    output = (cwd / "stdout.log").read_text()
     summaries = sorted(cwd.glob("runs/*/summary.json"))
     if process.returncode != 0 or not summaries:
         # The last line that says something (tyro draws its usage errors in a box).
-        lines = [line.strip(" │╭╮╰╯─") for line in process.stderr.splitlines()]
+        lines = [line.strip(" │╭╮╰╯─") for line in (cwd / "stderr.log").read_text().splitlines()]
         lines = [line for line in lines if line and not line.startswith("For full helptext")]
         last = lines[-1] if lines else f"exit {process.returncode}, nothing on stderr"
-        return result | {"error": last, "stdout": process.stdout[-4000:]}
+        return result | {"error": last, "stdout": output[-4000:]}
     run_dir = summaries[-1].parent
     return result | {
         "summary": (run_dir / "summary.json").read_text(),
         "metrics": (run_dir / "metrics.jsonl").read_text(),
-        "stdout": process.stdout,
+        "stdout": output,
     }
 
 
@@ -311,21 +334,29 @@ def run_grid(
     threads: int = 1,
     gpus_per_run: float = 0.0,
     progress_every: float = 300.0,
+    stop_timeout: float = 120.0,
 ) -> tuple[int, int]:
     """Run (entry, seed) pairs as Ray tasks; returns (finished, failed)."""
     import ray
 
     on_cluster = address is not None
+    previous_handler = signal.getsignal(signal.SIGTERM)
     ray.init(
         address=address or "local",  # "local": a new runtime, even beside another one
         num_cpus=None if on_cluster else jobs * threads,
         include_dashboard=False,
+        # A local worker that dies (a cancelled task, the driver stopped) would SIGKILL its child
+        # run; with this off the run gets stop_with_parent's SIGTERM and checkpoints first.
+        _system_config=None if on_cluster else {"kill_child_processes_on_worker_exit": False},
         log_to_driver=False,
         # A cluster gets this repository as every task's working directory (no shared disk).
         runtime_env={"working_dir": str(ROOT), "excludes": [".git", "runs", "benchmarks/results"]}
         if on_cluster
         else None,
     )
+    # A scheduler's (or `kill`'s) SIGTERM stops the grid as Ctrl-C does: cancel, keep, resume.
+    # Set after ray.init, whose own handler would end the driver at once.
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     # Workers cannot import this file as a module: ship the task function by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[execute_run.__module__])
     remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(execute_run)
@@ -380,15 +411,26 @@ def run_grid(
                     flush=True,
                 )
     except KeyboardInterrupt:
-        for task in tasks:
+        print(f"\nstopping: the runs in flight save a checkpoint ({stop_timeout:.0f} s at most)")
+        stop_files = [scratch / STOP for _, _, scratch in tasks.values() if scratch is not None]
+        for stop_file in stop_files:
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            stop_file.touch()
+        _, still_going = ray.wait(list(tasks), num_returns=len(tasks), timeout=stop_timeout)
+        for task in still_going:  # (cancelling a finished task can crash Ray's driver)
             ray.cancel(task, force=True)
+        for stop_file in stop_files:  # a re-run resumes these runs
+            stop_file.unlink()
+            if not any(stop_file.parent.iterdir()):
+                stop_file.parent.rmdir()
         print(
-            f"\ninterrupted: cancelled {len(tasks)} runs; {finished} finished runs are kept, "
-            "and a re-run resumes the softrl runs from their last checkpoints"
+            f"interrupted: cancelled {len(tasks)} runs; {finished} finished runs are kept, "
+            "and a re-run resumes the softrl runs from their checkpoints"
         )
         raise
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, previous_handler)
     return finished, failed
 
 

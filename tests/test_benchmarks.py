@@ -5,6 +5,7 @@ import importlib.util
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -152,24 +153,51 @@ def wait_for(condition, timeout: float = 60.0) -> bool:
     return True
 
 
+def stop_like_ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+def stop_like_a_scheduler() -> None:  # kill <driver>: SIGTERM, handled as Ctrl-C
+    assert signal.getsignal(signal.SIGTERM) is returns.raise_keyboard_interrupt
+    os.kill(os.getpid(), signal.SIGTERM)
+    pytest.fail("SIGTERM did not stop the grid")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_cancels_the_runs_left_and_leaves_no_run_process(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stop", [stop_like_ctrl_c, stop_like_a_scheduler])
+def test_a_stopped_grid_cancels_its_runs_and_each_run_checkpoints_where_it_was(
+    stop, tmp_path, monkeypatch, capsys
+):
     import ray
 
     marker = f"--total-timesteps {10**6 + 17}"  # a budget no other process uses
     long_run = returns.Entry("sac_v2", "Pendulum-v1", 10**6 + 17, 10**5, seeds=(1, 2, 3))
     monkeypatch.setattr(returns, "GRIDS", {"test": [long_run]})
+    partial = [returns.partial_dir(tmp_path, long_run, seed) for seed in long_run.seeds]
 
-    def ctrl_c_once_two_runs_are_going(*args, **kwargs):
-        assert wait_for(lambda: len(processes_running(marker)) == 2), "the runs never started"
-        raise KeyboardInterrupt
+    real_wait, stopped = ray.wait, []
 
-    monkeypatch.setattr(ray, "wait", ctrl_c_once_two_runs_are_going)
+    def stop_once_two_runs_are_training(*args, **kwargs):
+        if stopped:  # the driver waits for the runs to save their checkpoints
+            return real_wait(*args, **kwargs)
+        stopped.append(True)
+        # metrics.jsonl is opened once the script has its Ctrl-C/SIGTERM handler
+        started = lambda: sum(any(d.glob("runs/*/metrics.jsonl")) for d in partial) == 2  # noqa: E731
+        assert wait_for(started), "the runs never started"
+        stop()
+
+    monkeypatch.setattr(ray, "wait", stop_once_two_runs_are_training)
     assert returns.main(["--grid", "test", "--out", str(tmp_path), "--jobs", "2"]) == 130
     assert "interrupted: cancelled 3 runs" in capsys.readouterr().out
     assert not ray.is_initialized()
-    assert wait_for(lambda: not processes_running(marker), timeout=20), "a run outlived its task"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the driver's handler is gone
+    assert wait_for(lambda: not processes_running(marker), timeout=30), "a run outlived its task"
     assert not (tmp_path / "runs.jsonl").exists()
+    # Each run in flight saved a checkpoint where it was (nothing lost); the third never began.
+    assert sum(returns.latest_checkpoint(d) is not None for d in partial) == 2
+    assert not any((d / returns.STOP).exists() for d in partial)  # a re-run will run them
+    assert returns.main(["--list", "--out", str(tmp_path)]) == 0
+    assert "part-way" in capsys.readouterr().out
 
 
 def test_the_mujoco_grid_is_sac_v2_and_rl_zoo_sb3_sac_over_five_seeds_at_100k():
