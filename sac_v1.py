@@ -359,7 +359,9 @@ class ReplayBuffer:
         return batch.split([self.obs_dim, self.act_dim, 1, 1, self.obs_dim], dim=1)
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows[: self.size].cpu(), "position": self.position, "size": self.size}
+        # A copy of the filled rows: torch.save of a slice would write the whole buffer's storage.
+        rows = self.rows[: self.size].to("cpu", copy=True)
+        return {"rows": rows, "position": self.position, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         self.size, self.position = state["size"], state["position"]

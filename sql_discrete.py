@@ -298,7 +298,8 @@ class ReplayBuffer:
         return [getattr(self, name)[idx] for name in self.FIELDS]
 
     def state_dict(self) -> dict:
-        data = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
+        # Copies of the filled rows: torch.save of a slice would write the whole buffer's storage.
+        data = {name: getattr(self, name)[: self.size].to("cpu", copy=True) for name in self.FIELDS}
         return data | {"ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:

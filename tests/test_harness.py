@@ -214,6 +214,16 @@ def test_same_seed_same_result_and_other_seed_differs(in_tmp, script):
 CASES = [(script, TINY[script]["env_id"]) for script in SCRIPTS] + [("sac_v2", "Hopper-v4")]
 
 
+def tensors_in(item) -> list[torch.Tensor]:
+    """Every tensor in a nest of dicts, lists and tuples."""
+    if isinstance(item, torch.Tensor):
+        return [item]
+    children = item.values() if isinstance(item, dict) else item
+    if isinstance(item, dict | list | tuple):
+        return [tensor for child in children for tensor in tensors_in(child)]
+    return []
+
+
 @pytest.mark.parametrize("script, env_id", CASES)
 def test_resume_ends_where_an_uninterrupted_run_ends(in_tmp, script, env_id):
     module = importlib.import_module(script)
@@ -227,6 +237,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(in_tmp, script, env_id):
         )
     )
     checkpoint = Path(first_half["run_dir"]) / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    for tensor in tensors_in(saved):  # no tensor drags a bigger storage (the buffer's 10,000 rows)
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     resumed = module.main(module.Args(resume=str(checkpoint), total_timesteps=300, cuda=False))
     assert resumed["run_dir"] == first_half["run_dir"]
     for key in ["global_step", "gradient_updates", "policy_updates", "eval_return_mean"]:
