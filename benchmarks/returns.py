@@ -201,8 +201,9 @@ def execute_run(
 
     `repo` is the repository on this machine; None on a cluster, where Ray's working directory
     (the repository it shipped, whose code version is `shipped`) is the task's current directory.
-    `scratch` is the run's partial directory (local runtime, softrl scripts): the run works there
-    and resumes from the checkpoint a stopped earlier attempt left; None: a temporary directory.
+    `scratch` is the run's partial directory (local runtime): the run works there and resumes
+    from the checkpoint a stopped earlier attempt left (SB3 peers leave none); None: a temporary
+    directory.
     """
     root = Path(repo or os.getcwd())
     code = code_version(root) if repo else shipped  # the code this run's process will read
@@ -248,7 +249,7 @@ def run_command(root: Path, argv: list[str], threads: int, cwd: Path) -> dict:
             cwd=cwd,
             env=environment,
             preexec_fn=stop_with_parent,
-            start_new_session=True,  # out of the worker's process group: Ray kills that at once
+            start_new_session=True,  # not in the worker's process group, which Ray may kill
             stdout=stdout,
             stderr=stderr,
         )
@@ -365,8 +366,8 @@ def run_grid(
     tasks = {}  # Ray task -> (entry, seed, its partial directory or None)
     for entry, seed in pending:
         argv = command(entry, seed, threads, gpus_per_run > 0)
-        # A local softrl run works in its partial directory (a cluster's workers cannot see it).
-        scratch = None if on_cluster or not entry.resumable else partial_dir(out, entry, seed)
+        # A local run works in its partial directory (a cluster's workers cannot see it).
+        scratch = None if on_cluster else partial_dir(out, entry, seed)
         task = remote.remote(argv, threads, repo, shipped, scratch and str(scratch))
         tasks[task] = (entry, seed, scratch)
     slots = max(1, int(ray.cluster_resources().get("CPU", jobs) // threads))
@@ -411,7 +412,9 @@ def run_grid(
                     flush=True,
                 )
     except KeyboardInterrupt:
-        print(f"\nstopping: the runs in flight save a checkpoint ({stop_timeout:.0f} s at most)")
+        print(
+            f"\nstopping the runs in flight; softrl runs save a checkpoint ({stop_timeout:.0f} s at most)"
+        )
         stop_files = [scratch / STOP for _, _, scratch in tasks.values() if scratch is not None]
         for stop_file in stop_files:
             stop_file.parent.mkdir(parents=True, exist_ok=True)
