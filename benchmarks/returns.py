@@ -8,8 +8,8 @@ system. The driver writes them under `<out>/runs/...` and appends one line per f
     {"script", "variant", "env_id", "budget", "seed", "final_eval_return",
      "curve": [[step, eval_return], ...], "wall_s", "date", "code"}
 
-("code": the repository's `git describe --always --dirty` when the run started, "-dirty" meaning
-uncommitted changes.) That file is the benchmark's raw data: it is committed, a re-run skips every
+("code": the commit the run's code came from, `git describe --always` when the run started, with
+"-dirty" when the one file the run reads — its script, or sb3_peer.py — differed from it.) That file is the benchmark's raw data: it is committed, a re-run skips every
 run it already holds, and every table and figure (`benchmarks/report.py`) is computed from it alone.
 
 A grid outlives its driver: on a local runtime each softrl run works in `<out>/partial/...` and
@@ -182,16 +182,24 @@ def raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def code_version(repo: Path) -> str | None:
-    """`git describe --always --dirty` of the repository (None where there is no git)."""
+def code_version(repo: Path, program: str | None = None) -> str | None:
+    """`git describe --always` of the repository, "-dirty" when `program` (without it: any
+    tracked file) differs from that commit; None where there is no git. A run reads one file
+    only: the root scripts import no other, nor does sb3_peer.py."""
+
+    def git(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(repo), *arguments], capture_output=True, text=True, timeout=30)  # fmt: skip
+
     try:
-        described = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+        if program is None:
+            return git("describe", "--always", "--dirty").stdout.strip() or None
+        commit = git("describe", "--always").stdout.strip()
+        if not commit:
+            return None
+        changed = git("diff", "--quiet", "HEAD", "--", program).returncode == 1
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return described.stdout.strip() or None
+    return commit + "-dirty" * changed
 
 
 def execute_run(
@@ -206,7 +214,7 @@ def execute_run(
     directory.
     """
     root = Path(repo or os.getcwd())
-    code = code_version(root) if repo else shipped  # the code this run's process will read
+    code = code_version(root, argv[0]) if repo else shipped  # what this run's process will read
     if scratch is None:
         with tempfile.TemporaryDirectory(prefix="softrl-run-") as temporary:
             return run_command(root, argv, threads, Path(temporary)) | {"code": code}

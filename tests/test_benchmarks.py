@@ -90,6 +90,25 @@ def test_a_grid_runs_on_ray_returns_its_files_and_skips_finished_runs(
     assert "1/1 seeds done" in listing
 
 
+def test_a_runs_code_is_dirty_only_when_the_file_it_reads_changed(tmp_path):
+    def git(*arguments: str) -> str:
+        identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+        command = ["git", "-C", str(tmp_path), *identity, *arguments]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    for name in ("sac_v2.py", "sac_v1.py"):
+        (tmp_path / name).write_text("print(1)\n")
+    git("add", ".")
+    git("commit", "-qm", "two scripts")
+    (tmp_path / "sac_v1.py").write_text("print(2)\n")
+    commit = git("rev-parse", "--short", "HEAD")
+    assert returns.code_version(tmp_path, "sac_v2.py") == commit  # its script is as committed
+    assert returns.code_version(tmp_path, "sac_v1.py") == commit + "-dirty"
+    assert returns.code_version(tmp_path) == commit + "-dirty"  # the tree as a whole
+    assert returns.code_version(tmp_path / "no-repository-here", "sac_v2.py") is None
+
+
 def run_script(argv: list[str], cwd: Path) -> list[list[float]]:
     """Run a grid command as a plain process in `cwd`; its eval curve from metrics.jsonl."""
     program, *flags = argv
