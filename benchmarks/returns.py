@@ -9,8 +9,8 @@ system. The driver writes them under `<out>/runs/...` and appends one line per f
      "curve": [[step, eval_return], ...], "wall_s", "date", "code"}
 
 ("code": the commit the run's code came from, `git describe --always` when the run started, with
-"-dirty" when the one file the run reads — its script, or sb3_peer.py — differed from it.) That file is the benchmark's raw data: it is committed, a re-run skips every
-run it already holds, and every table and figure (`benchmarks/report.py`) is computed from it alone.
+"-dirty" when the one file the run reads — its script, or sb3_peer.py — differed from it.) That
+file is the benchmark's raw data: it is committed, a re-run skips every run it already holds, and every table and figure (`benchmarks/report.py`) is computed from it alone.
 
 A grid outlives its driver: on a local runtime each softrl run works in `<out>/partial/...` and
 writes a checkpoint at every tenth of its budget (at least every evaluation), so a grid stopped
@@ -221,19 +221,19 @@ def execute_run(
     scratch_dir, ledger_path = Path(scratch), Path(scratch) / "segments.json"
     if (scratch_dir / STOP).exists():  # the grid was stopped before this run began
         return {"returncode": None, "wall_s": 0.0, "code": code, "error": "stopped"}
-    checkpoint = latest_checkpoint(scratch_dir)
+    checkpoint, now = latest_checkpoint(scratch_dir), time.time()
+    ledger = {"credited_s": 0.0, "resumed": [], "segment_start": now}
     if checkpoint is None:  # nothing to resume: start clean
         shutil.rmtree(scratch_dir, ignore_errors=True)
-        ledger = {"credited_s": 0.0, "resumed": []}
     else:
-        fresh = {"credited_s": 0.0, "resumed": [], "segment_start": time.time()}
-        ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else fresh
+        if ledger_path.exists():
+            ledger = json.loads(ledger_path.read_text())
         # The stopped attempt's time counts up to its last checkpoint; the work after it is lost.
         ledger["credited_s"] += max(0.0, checkpoint.stat().st_mtime - ledger["segment_start"])
         ledger["resumed"].append({"step": checkpoint_step(checkpoint), "code": code})
         argv = [*argv, "--resume", str(checkpoint.resolve())]
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    ledger["segment_start"] = time.time()
+    ledger["segment_start"] = now
     ledger_path.write_text(json.dumps(ledger))
     result = run_command(root, argv, threads, scratch_dir) | {"code": code}
     result["wall_s"] += ledger["credited_s"]
