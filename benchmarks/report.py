@@ -9,7 +9,8 @@ learning-curve PNG. For a grid with reference returns (the MuJoCo grids), rliabl
 over all runs of all envs: interquartile mean (IQM) and mean with 95 % stratified-bootstrap
 confidence intervals per contender, the probability of improvement P(X > Y) of each softrl script
 over its SB3 peer (averaged over envs, with its CI, and per env), a performance profile and an IQM
-sample-efficiency curve.
+sample-efficiency curve; and for a variant of a script (a run with extra flags, e.g. an ablation on
+some envs), P(variant > script at its defaults) and P(variant > SB3 peer) per env, with CIs.
 
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python benchmarks/report.py                    # after (or while) benchmarks/returns.py runs
@@ -159,6 +160,7 @@ def rliable_section(
                 + " | ".join(f"{p:.2f}" for p in per_env)
                 + " |"
             )
+    lines += variant_lines(rows, env_ids, few_reps, random_state)
     plot_profiles(grid, matrices, out, few_reps)
     plot_iqm_curves(grid, rows, env_ids, out, few_reps, random_state)
     lines += [
@@ -173,6 +175,44 @@ def color_of(name: str) -> str:
     """One colour per contender in every figure."""
     palette = {"sac_v2": "C0", "sb3_sac": "C1", "sac_v1": "C2", "sql_continuous": "C3"}
     return palette.get(name, "C4" if "bf16" in name else "C5")
+
+
+def variant_lines(rows: list[dict], env_ids: list[str], reps: int, random_state) -> list[str]:
+    """Per env, P(X > Y) [95 % bootstrap CI] of each variant X (a script run with flags beside its
+    defaults, often on a few envs only) over its script at its defaults and over the SB3 peer."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    finals = defaultdict(list)  # (contender, env) -> final returns
+    for row in rows:
+        finals[(contender(row), row["env_id"])].append(row["final_eval_return"])
+    pairs = {}
+    for variant in sorted({contender(row) for row in rows if row["variant"]}):
+        script = variant.split()[0]
+        for baseline in (script, PEERS.get(script)):
+            for env_id in env_ids:
+                x, y = finals.get((variant, env_id)), finals.get((baseline, env_id))
+                if x and y:
+                    pairs[(variant, baseline, env_id)] = (np.c_[x], np.c_[y])
+    if not pairs:
+        return []
+    points, bounds = rly.get_interval_estimates(
+        pairs, metrics.probability_of_improvement, reps=reps, random_state=random_state
+    )
+    return [
+        "",
+        "Variants: P(X > Y) per env, where a variant X was run, over its script's defaults and"
+        " over its SB3 peer (runs per side in brackets).",
+        "",
+        "| variant X vs Y | env | P(X > Y) [95 % CI] |",
+        "|---|---|---|",
+        *(
+            f"| {x} vs {y} | {env_id} ({len(pairs[key][0])} vs {len(pairs[key][1])}) | "
+            f"{interval(points[key], bounds[key])} |"
+            for key in pairs
+            for x, y, env_id in [key]
+        ),
+    ]
 
 
 def plot_profiles(grid: str, matrices: dict[str, np.ndarray], out: Path, reps: int) -> None:
@@ -302,6 +342,7 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
     grid = GRIDS["mujoco"]
     env_ids = list(dict.fromkeys(entry.env_id for entry in grid))
     names = list(dict.fromkeys(f"{entry.script} {entry.variant}".strip() for entry in grid))
+    rows = [row for row in rows if contender(row) in names]  # not the variants run beside it
     labels = {"sb3_sac": "SB3 SAC (RL Zoo config)"}
     by_cell = defaultdict(list)
     for row in sorted(rows, key=lambda row: row["seed"]):
@@ -332,6 +373,8 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
     captions = {
         "| contender | runs": "Normalized scores over all runs of all three envs, 95 % stratified-"
         "bootstrap intervals:",
+        "| variant X vs Y": "Variants of a script, run beside the grid on some of its envs:"
+        " P(X > Y) on each env with its 95 % bootstrap interval:",
         "| X vs Y": "Probability of improvement (the chance that a run of X scores above a run of"
         " Y on the same env), averaged over the envs with its 95 % interval, and per env:",
     }
@@ -339,6 +382,7 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
         for start, caption in captions.items():
             if table[0].startswith(start):
                 lines += ["", caption, "", *table]
+                break
     links = ", ".join(f"[{e}](benchmarks/results/returns_{e}.png)" for e in env_ids)
     lines += [
         "",

@@ -221,6 +221,7 @@ def test_a_stopped_grid_cancels_its_runs_and_each_run_checkpoints_where_it_was(
 
 def test_the_mujoco_grid_is_sac_v2_and_rl_zoo_sb3_sac_over_five_seeds_at_100k():
     cells = {(e.script, e.env_id): e for e in returns.GRIDS["mujoco"]}
+    sac_v2_100k = ("sac_v2", 100_000, (1, 2, 3, 4, 5))
     for env_id in ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4"):
         for script in ("sac_v2", "sb3_sac"):
             entry = cells[(script, env_id)]
@@ -232,6 +233,9 @@ def test_the_mujoco_grid_is_sac_v2_and_rl_zoo_sb3_sac_over_five_seeds_at_100k():
         ]
         assert "--learning-starts 10000" in " ".join(cells[("sb3_sac", env_id)].extra)
         assert cells[("sac_v2", env_id)].extra == ()  # sac_v2 at its defaults
+    for entry in returns.GRIDS["warmup"]:  # the default sac_v2 run but for RL Zoo's warm-up
+        assert (entry.script, entry.budget, entry.seeds, entry.extra) == (*sac_v2_100k, ())
+        assert returns.command(entry, 1, 1, False)[-2:] == ["--learning-starts", "10000"]
     paper = {(e.script, e.env_id, e.budget, e.seeds) for e in returns.GRIDS["paper"]}
     assert len(paper) == 8 and {budget for _, _, budget, _ in paper} == {1_000_000}
 
@@ -241,14 +245,16 @@ ENVS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4")
 
 
 def fake_runs(path: Path, returns_by_contender: dict[str, dict[str, list[float]]]) -> list[dict]:
-    """runs.jsonl rows with a two-point curve ending at the given final returns."""
+    """runs.jsonl rows with a two-point curve ending at the given final returns; a contender
+    "script --flag value" is that script's variant "--flag value"."""
     rows = []
     for name, per_env in returns_by_contender.items():
+        script, _, variant = name.partition(" ")
         for env_id, finals in per_env.items():
             for seed, final in enumerate(finals, start=1):
                 curve = [[50_000, final / 2], [100_000, final]]
                 rows.append(
-                    {"script": name, "variant": "", "env_id": env_id, "budget": 100_000}
+                    {"script": script, "variant": variant, "env_id": env_id, "budget": 100_000}
                     | {"seed": seed, "final_eval_return": final, "curve": curve}
                 )
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -263,6 +269,11 @@ def normalized(env_id, value):
 def table_row(text: str, first_cells: str) -> list[str]:
     (line,) = [line for line in text.splitlines() if line.startswith(f"| {first_cells} |")]
     return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def point_and_interval(cell: str) -> tuple[float, float, float]:
+    """ "0.667 [0.250, 0.917]" -> (0.667, 0.25, 0.917)"""
+    return tuple(map(float, cell.replace("[", "").replace("]", "").replace(",", "").split()))
 
 
 def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(tmp_path):
@@ -283,9 +294,7 @@ def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(t
         runs, iqm_cell, mean_cell = table_row(text, name)[1:]
         assert runs == "4 × 3"
         for cell, point in ((iqm_cell, iqm), (mean_cell, statistics.mean(scores))):
-            value, low, high = map(
-                float, cell.replace("[", "").replace("]", "").replace(",", "").split()
-            )
+            value, low, high = point_and_interval(cell)
             assert value == pytest.approx(point, abs=6e-4)
             assert low <= value <= high
 
@@ -318,6 +327,33 @@ def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(t
     assert "25 of 45 runs done" in block  # 2 contenders × 3 envs × 4 seeds + 1
     for first_cells in ("sac_v2", "sb3_sac", "sac_v2 vs sb3_sac"):
         assert rows_of(first_cells)[-1] == table_row(text, first_cells)
+
+
+def test_report_compares_a_variant_run_on_some_envs_with_its_script_and_peer_per_env(tmp_path):
+    variant = "sac_v2 --learning-starts 10000"
+    finals = {
+        "sac_v2": {env: [900.0, 1000.0, 1100.0] for env in ENVS},
+        "sb3_sac": {env: [950.0, 1050.0, 1150.0] for env in ENVS},
+        variant: {"Hopper-v4": [1020.0, 1120.0, 1200.0, 800.0]},  # one env, four seeds
+    }
+    fake_runs(tmp_path / "runs.jsonl", finals)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- mujoco-table -->\n<!-- /mujoco-table -->\n")
+    text = report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200, readme=readme)
+
+    for baseline in ("sac_v2", "sb3_sac"):
+        x, y = finals[variant]["Hopper-v4"], finals[baseline]["Hopper-v4"]
+        wins = sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(x, y)) / 12
+        cells = table_row(text, f"{variant} vs {baseline}")
+        assert cells[1] == "Hopper-v4 (4 vs 3)"
+        value, low, high = point_and_interval(cells[2])
+        assert value == pytest.approx(wins, abs=6e-4) and low <= value <= high
+    # Only where it ran, and never among the all-env aggregates (it lacks two envs).
+    assert f"| {variant} vs sac_v2 | Walker2d" not in text
+    assert not any(line.startswith(f"| {variant} | ") for line in text.splitlines())
+    block = readme.read_text()
+    assert "18 of 45 runs done" in block  # the grid's own runs, not the variant's four
+    assert f"| {variant} vs sb3_sac | Hopper-v4 (4 vs 3) |" in block
 
 
 def test_report_per_env_table_is_mean_std_and_every_seed(tmp_path):
