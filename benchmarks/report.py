@@ -199,20 +199,21 @@ def variant_lines(rows: list[dict], env_ids: list[str], reps: int, random_state)
     points, bounds = rly.get_interval_estimates(
         pairs, metrics.probability_of_improvement, reps=reps, random_state=random_state
     )
-    return [
+    lines = [
         "",
         "Variants: P(X > Y) per env, where a variant X was run, over its script's defaults and"
-        " over its SB3 peer (runs per side in brackets).",
+        " over its SB3 peer (runs of X vs runs of Y in brackets).",
         "",
         "| variant X vs Y | env | P(X > Y) [95 % CI] |",
         "|---|---|---|",
-        *(
-            f"| {x} vs {y} | {env_id} ({len(pairs[key][0])} vs {len(pairs[key][1])}) | "
-            f"{interval(points[key], bounds[key])} |"
-            for key in pairs
-            for x, y, env_id in [key]
-        ),
     ]
+    for (variant, baseline, env_id), (x, y) in pairs.items():
+        key = (variant, baseline, env_id)
+        lines.append(
+            f"| {variant} vs {baseline} | {env_id} ({len(x)} vs {len(y)}) | "
+            f"{interval(points[key], bounds[key])} |"
+        )
+    return lines
 
 
 def plot_profiles(grid: str, matrices: dict[str, np.ndarray], out: Path, reps: int) -> None:
