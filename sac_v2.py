@@ -24,13 +24,18 @@ with the ε that was drawn (recomputing (u − μ)/σ loses all precision as log
 
 Temperature. α = exp(log α) is learned by dual descent on (eq. 17, 18)
     J(α) = E_{a~π}[ −α (log π(a|s) + H̄) ],   H̄ = −dim(A) by default,
-which raises α when the policy's entropy −E[log π] falls below H̄ and lowers it when above.
+which raises α when the policy's entropy −E[log π] falls below H̄ and lowers it when above. The
+gradient is taken in log α of α·(…), as eq. 18 and the authors' current softlearning code have it;
+SB3 and softlearning's first version use log α·(…): the same sign, and Adam's steps differ only
+while α changes fast.
 
 Evaluation uses the deterministic policy a = scale·tanh(μ_φ(s)) + bias on a separate env.
 
 Departures from the paper, and why:
 - `--learning-starts 5000` uniform-random actions before the first update (CleanRL's choice; the
   paper lists none). Early diverse data keeps the critics from overfitting a few trajectories.
+  RL Zoo's 10000 measured no better at 100k steps (5 seeds on HalfCheetah-v4 and Hopper-v4:
+  P(10000 > 5000) = 0.60 and 0.44, `benchmarks/returns.py --grid warmup`), so 5000 stays.
 - log π, the entropy and H̄ are measured on the [−1, 1] action that the critics see, as the
   authors' code and SB3 do; the env's own action units never enter the losses, so H̄ = −dim(A)
   is the paper's target on every env (in env units Humanoid's ±0.4 box would shift it by 15.6).
