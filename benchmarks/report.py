@@ -207,8 +207,8 @@ def variant_lines(rows: list[dict], env_ids: list[str], reps: int, random_state)
         "| variant X vs Y | env | P(X > Y) [95 % CI] |",
         "|---|---|---|",
     ]
-    for (variant, baseline, env_id), (x, y) in pairs.items():
-        key = (variant, baseline, env_id)
+    for key, (x, y) in pairs.items():
+        variant, baseline, env_id = key
         lines.append(
             f"| {variant} vs {baseline} | {env_id} ({len(x)} vs {len(y)}) | "
             f"{interval(points[key], bounds[key])} |"

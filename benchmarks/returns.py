@@ -118,7 +118,8 @@ GRIDS: dict[str, list[Entry]] = {
         for env_id in MUJOCO_ENVS
     ],
     # Issue 14's check of why sac_v2 trails SB3 SAC on HalfCheetah and Hopper at 100k: sac_v2 with
-    # RL Zoo's 10k-step warm-up instead of its own 5k, every other flag at its default.
+    # RL Zoo's 10k-step warm-up instead of its own 5k, every other flag at its default (it measured
+    # no better: README, "Why sac_v2 does not lead").
     "warmup": [
         Entry("sac_v2", env_id, 100_000, 10_000, (), FIVE_SEEDS, variant="--learning-starts 10000")
         for env_id in ("HalfCheetah-v4", "Hopper-v4")
