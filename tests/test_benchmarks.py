@@ -351,6 +351,8 @@ def test_report_compares_a_variant_run_on_some_envs_with_its_script_and_peer_per
     # Only where it ran, and never among the all-env aggregates (it lacks two envs).
     assert f"| {variant} vs sac_v2 | Walker2d" not in text
     assert not any(line.startswith(f"| {variant} | ") for line in text.splitlines())
+    # Seeded bootstraps: a second report on the same runs has the same intervals.
+    assert report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200) == text
     block = readme.read_text()
     assert "18 of 45 runs done" in block  # the grid's own runs, not the variant's four
     assert f"| {variant} vs sb3_sac | Hopper-v4 (4 vs 3) |" in block
