@@ -29,43 +29,31 @@ gradient is taken in log α of α·(…), as eq. 18 and the authors' current sof
 SB3 and softlearning's first version use log α·(…): the same sign, and Adam's steps differ only
 while α changes fast.
 
-Evaluation uses the deterministic policy a = scale·tanh(μ_φ(s)) + bias on a separate env.
+One update (Algorithm 1): a gradient step of the critics on J_Q, of the actor on J_π, of log α on
+J(α), then Q̄_i ← (1 − τ) Q̄_i + τ Q_i. Each step is zero_grad(), backward(), step(), so the
+optimizers' own settings hold; J_π's backward is restricted to the actor's parameters
+(`inputs=`), so it never leaves gradients in the critics. Evaluation uses the deterministic
+policy a = scale·tanh(μ_φ(s)) + bias on a separate env.
 
 Departures from the paper, and why:
 - `--learning-starts 5000` uniform-random actions before the first update (CleanRL's choice; the
-  paper lists none). Early diverse data keeps the critics from overfitting a few trajectories.
-  RL Zoo's 10000 measured no better at 100k steps (5 seeds on HalfCheetah-v4 and Hopper-v4:
-  P(10000 > 5000) = 0.60 and 0.44, `benchmarks/returns.py --grid warmup`), so 5000 stays.
+  paper lists none): early diverse data keeps the critics from overfitting a few trajectories.
+  README has the warm-up ablation against RL Zoo's 10000.
 - log π, the entropy and H̄ are measured on the [−1, 1] action that the critics see, as the
-  authors' code and SB3 do; the env's own action units never enter the losses, so H̄ = −dim(A)
-  is the paper's target on every env (in env units Humanoid's ±0.4 box would shift it by 15.6).
+  authors' code and SB3 do, so H̄ = −dim(A) is the paper's target on every env, whatever the
+  env's action units.
 - log σ is clamped to [−20, 2] (the authors' reference code).
-- The two critics are one batched module (stacked weights, `torch.baddbmm`): the same math as two
-  separate MLPs, in fewer, larger matrix products.
 - With `--num-envs N` every loop iteration takes N env steps and does N gradient updates, keeping the
   paper's one gradient step per env step.
-- `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a
-  traced torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into
-  one graph with no breaks, and compiles the acting policy; the first update compiles for ≈ 18 s
-  (≈ 3 s from inductor's on-disk cache). On a 2-core AVX2 CPU (Walker2d-v4, 2 threads) it gives
-  143 instead of 111 SPS after the warm-up (SB3 SAC: 70); on CUDA it also removes most kernel
-  launches (not measured yet).
-- `--cudagraphs` (CUDA only; implies --compile): torch.compile's CUDA-graph mode replays the
-  compiled update and the acting as CUDA graphs, with Adam "capturable" (its step count on the
-  GPU) and the tensors the update changes in place marked static; on a CPU it prints a notice and
-  runs as --compile. Written and checked for its plumbing on CPU, not yet run on a GPU.
-- `--bf16` (off by default): the hidden layers' matrix products run in bfloat16 autocast, while
-  weights, optimizer state, output layers, log-probs and losses stay float32. On a CPU with
-  AVX-512 BF16 an update gets ≈ 1.5× faster; README reports its learning beside float32's. Where
-  bfloat16 is emulated (AVX2-only CPUs) it is ≈ 17× slower: leave it off there.
+- `--compile` torch.compiles the update and the acting (LeanRL's recipe); `--cudagraphs` (CUDA)
+  replays them as CUDA graphs through torch.compile's "reduce-overhead" mode, with Adam
+  capturable. Both are meant for GPUs; README has the measurements.
 
 Usage:  python sac_v2.py --env-id Walker2d-v4      (see --help for every flag)
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -83,7 +71,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sac_v2"
 
@@ -118,10 +105,6 @@ class Args:
     """the fixed temperature α, used with --no-autotune (autotune always starts from α = 1)"""
     target_entropy: float | None = None
     """entropy target H̄ for autotune, in nats of the [−1, 1] action; None means −dim(A)"""
-    bf16: bool = False
-    """run the update's hidden layers in bfloat16 autocast (float32 weights, optimizer state, output
-    layers and losses); pays on CPUs with AVX-512 BF16/AMX and on recent GPUs, and is far slower
-    where bfloat16 is emulated (an AVX2-only CPU: 5 instead of 84 SPS on Walker2d)"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run directory's name)"""
@@ -133,7 +116,7 @@ class Args:
     """use CUDA when it is available (falls back to CPU with a notice)"""
     torch_threads: int = 0
     """CPU threads of torch's operators (0 = half the cores, at most 4, so that runs sharing the
-    machine do not fight over cores; README has the measurements)"""
+    machine do not fight over cores)"""
     track: bool = False
     """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
     wandb_project_name: str = "softrl"
@@ -153,25 +136,22 @@ class Args:
     checkpoint_frequency: int = 0
     """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C/SIGTERM also save)"""
     resume: str | None = None
-    """path of a checkpoint.pt to continue (its run keeps its settings; a typed --total-timesteps extends it)"""
+    """path of a checkpoint.pt to continue: every learned and counted state comes back, episodes in
+    flight restart (the run keeps its settings; a typed --total-timesteps extends it)"""
     eval_checkpoint: str | None = None
-    """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
+    """path of a model.pt or checkpoint.pt: evaluate that policy on its env, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update into one graph, and the acting (2-core CPU: 1.3x SPS; CUDA: unmeasured)"""
+    """torch.compile the update and the acting; for CUDA (on a small CPU it does not pay: see README)"""
     cudagraphs: bool = False
-    """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs (on CPU: a notice, then --compile)"""
+    """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs"""
 
 
-def check_args(args: Args) -> None:
-    for name in ["policy_lr", "q_lr", "hidden_dim"]:
-        if not getattr(args, name) > 0:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
-            )
-    if not (math.isfinite(args.alpha) and args.alpha >= 0):
-        raise UsageError(f"--alpha must be a finite number >= 0, got {args.alpha}")
-    if args.target_entropy is not None and not math.isfinite(args.target_entropy):
-        raise UsageError(f"--target-entropy must be finite, got {args.target_entropy}")
+# The algorithm's own flag checks ({flag: (requirement, check)}); the harness adds the shared ones.
+FLAG_RULES = {
+    **dict.fromkeys(["policy_lr", "q_lr", "hidden_dim"], ("positive", lambda v: v > 0)),
+    "alpha": ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
+    "target_entropy": ("finite", lambda v: v is None or math.isfinite(v)),
+}
 
 
 # ---- Soft-actor-critic math (pure functions; tests check them against independent oracles)
@@ -204,8 +184,9 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← (1 − τ) θ̄ + τ θ, in place, for every parameter at once."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+    """θ̄ ← (1 − τ) θ̄ + τ θ, in place, for every parameter."""
+    for target_param, param in zip(target.parameters(), online.parameters(), strict=True):
+        target_param.lerp_(param, tau)
 
 
 # ---- Environment check, networks, replay buffer
@@ -227,12 +208,12 @@ def check_env_spaces(env: gym.Env, env_id: str) -> None:
 
 
 class TwinSoftQNetwork(nn.Module):
-    """Q_1 and Q_2 as one module: layer weights are stacked along a leading "critic" dimension.
+    """Q_1 and Q_2 as one module: each layer's weights are stacked along a leading critic dimension.
 
-    Q_i(s, a) = W3_i relu(W2_i relu(W1_i [s; a] + b1_i) + b2_i) + b3_i,  i = 1, 2, computed for both
-    critics with one batched matrix product per hidden layer (the one-unit output layer is a
-    multiply-and-sum); initialised as nn.Linear is,
-    U(−1/√fan_in, 1/√fan_in). Returns [2, batch].
+    Q_i(s, a) = W3_i relu(W2_i relu(W1_i [s; a] + b1_i) + b2_i) + b3_i,  i = 1, 2: two independent
+    MLPs, initialised as nn.Linear is, U(−1/√fan_in, 1/√fan_in), computed with one batched matrix
+    product per layer. (Kept over two nn.Sequential because the whole update measured faster this
+    way on a 2-core CPU: benchmarks/twin_critics.py.) Returns [2, batch].
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, num_critics: int = 2):
@@ -248,22 +229,13 @@ class TwinSoftQNetwork(nn.Module):
             )
         self.num_critics = num_critics
 
-    def forward(self, obs, action, detach_params: bool = False) -> torch.Tensor:
-        """detach_params=True evaluates Q as a fixed function: the actor loss uses it so that
-        gradients flow into the action but never into the critics' weights."""
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         hidden = torch.cat([obs, action], dim=-1).expand(self.num_critics, -1, -1)
-        weights, biases = list(self.weights), list(self.biases)
-        if detach_params:
-            weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
-        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
-        # The output layer (one unit) as multiply-and-sum: a batched matrix product with a single
-        # output column runs far below the machine's speed (on CPU ~0.2 ms for 0.3 MFLOP). It
-        # always runs in float32: under --bf16, a Q value of a few hundred would otherwise carry
-        # bf16's 3 significant digits into the TD error.
-        with torch.autocast(hidden.device.type, enabled=False):
-            q_values = (hidden.float() * weights[-1].transpose(1, 2)).sum(dim=-1)
-            return q_values + biases[-1].squeeze(-1)
+        # the one-unit output layer as multiply-and-sum: a batched product with a single output
+        # column runs far below the machine's speed on a CPU
+        return (hidden * self.weights[-1].transpose(1, 2)).sum(-1) + self.biases[-1].squeeze(-1)
 
 
 class Actor(nn.Module):
@@ -282,9 +254,7 @@ class Actor(nn.Module):
         self.register_buffer("action_bias", (high + low) / 2.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.trunk(obs)
-        with torch.autocast(obs.device.type, enabled=False):  # a float32 head, as in the critics
-            mean, log_std = self.mean_and_log_std(features.float()).chunk(2, dim=-1)
+        mean, log_std = self.mean_and_log_std(self.trunk(obs)).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,100 +321,44 @@ def critic_loss(qf, qf_target, actor, batch, alpha, gamma: float):
     return 0.5 * (q_values - target).pow(2).mean(dim=1).sum(), q_values.detach()
 
 
-def actor_and_temperature_loss(actor, qf, log_alpha, obs, target_entropy: float):
-    """J_π = E[α log π(ã|s) − min_i Q_i(s, ã)] and J(α), sharing one actor forward pass.
-
-    The online critics judge ã as a fixed function (detach_params): the gradient reaches φ through
-    ã, never the critics' weights."""
+def actor_loss(actor, qf, obs, alpha):
+    """J_π = E[α log π(ã|s) − min_i Q_i(s, ã)] with ã ~ π(·|s) reparameterised; also log π(ã|s)."""
     action, log_prob = actor.sample(obs)
-    q_min = qf(obs, action, detach_params=True).min(dim=0).values
-    actor_loss = (log_alpha.detach().exp() * log_prob - q_min).mean()
-    return actor_loss, temperature_loss(log_alpha, log_prob, target_entropy), log_prob.detach()
-
-
-def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
-    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
-    state (step, first and second moments) where it has none, as a first step would. On
-    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
-    for group in optimizer.param_groups:
-        group.update(form)
-        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
-        for param in group["params"]:
-            state = optimizer.state[param] or {
-                "step": torch.zeros(()),
-                "exp_avg": torch.zeros_like(param),
-                "exp_avg_sq": torch.zeros_like(param),
-            }
-            state["step"] = state["step"].to(param.device if on_device else "cpu")
-            optimizer.state[param] = state
-
-
-def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
-    """Every tensor of the optimizers' state (step counts, moments); None optimizers have none."""
-    return [
-        tensor
-        for optimizer in optimizers
-        if optimizer is not None
-        for state in optimizer.state.values()
-        for tensor in state.values()
-    ]
-
-
-def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
-    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
-    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
-    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
-    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
-    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
-    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
-    with torch.no_grad():
-        for optimizer in optimizers:
-            if not optimizer.state:  # a first step creates the state, as torch's Adam does
-                init_adam_state(optimizer)
-            for group in optimizer.param_groups:
-                params = group["params"]
-                state = [optimizer.state[param] for param in params]
-                beta1, beta2 = group["betas"]
-                functional_adam(
-                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
-                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
-                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
-                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-                    eps=group["eps"], maximize=False,
-                )  # fmt: skip
+    return (alpha * log_prob - qf(obs, action).min(dim=0).values).mean(), log_prob
 
 
 def update(
     batch, actor, qf, qf_target, log_alpha, q_optimizer, actor_optimizer, alpha_optimizer,
-    gamma: float, tau: float, target_entropy: float, bf16: bool = False,
+    gamma: float, tau: float, target_entropy: float,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One gradient step of the critics, then the actor and α (alpha_optimizer None: α fixed),
-    then the targets. Returns detached tensors, so the update never waits for the device."""
+    """One gradient step of the critics, the actor and α (alpha_optimizer None: α fixed), then the
+    targets. Returns detached tensors, so the update never waits for the device."""
     alpha = log_alpha.detach().exp()
-    with torch.autocast(alpha.device.type, dtype=torch.bfloat16, enabled=bf16):
-        qf_loss, q_values = critic_loss(qf, qf_target, actor, batch, alpha, gamma)
-    adam_step(qf_loss, q_optimizer)
+    qf_loss, q_values = critic_loss(qf, qf_target, actor, batch, alpha, gamma)
+    q_optimizer.zero_grad()
+    qf_loss.backward()
+    q_optimizer.step()
 
-    with torch.autocast(alpha.device.type, dtype=torch.bfloat16, enabled=bf16):
-        actor_loss, alpha_loss, log_prob = actor_and_temperature_loss(
-            actor, qf, log_alpha, batch[0], target_entropy
-        )
-    # J_π reaches only φ and J(α) only log α, so the gradient of their sum gives each optimizer
-    # exactly its own loss's gradient.
-    if alpha_optimizer is None:
-        adam_step(actor_loss, actor_optimizer)
-    else:
-        adam_step(actor_loss + alpha_loss, actor_optimizer, alpha_optimizer)
+    policy_loss, log_prob = actor_loss(actor, qf, batch[0], alpha)
+    actor_optimizer.zero_grad()
+    policy_loss.backward(inputs=list(actor.parameters()))  # J_π trains φ, never the critics
+    actor_optimizer.step()
+
+    alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
+    if alpha_optimizer is not None:
+        alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        alpha_optimizer.step()
 
     polyak_update(qf_target, qf, tau)
     return {
         "losses/qf_loss": qf_loss.detach(),
         "losses/qf1_values": q_values[0].mean(),
         "losses/qf2_values": q_values[1].mean(),
-        "losses/actor_loss": actor_loss.detach(),
+        "losses/actor_loss": policy_loss.detach(),
         "losses/alpha_loss": alpha_loss.detach(),
         "losses/alpha": alpha,
-        "charts/policy_entropy": -log_prob.mean(),
+        "charts/policy_entropy": -log_prob.detach().mean(),
     }
 
 
@@ -474,65 +388,39 @@ def train(args: Args, run: Run) -> None:
     qf_target = TwinSoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # targets move only by Polyak averaging
-    compiled = args.compile or args.cudagraphs
-    cuda_graphs = args.cudagraphs and device.type == "cuda"
-    # Adam in one fused kernel per optimizer; under --compile in its foreach form, which inductor
-    # fuses into the update's own kernels (the fused kernel cannot be traced); in a CUDA graph
-    # "capturable": its step counter lives on the GPU, where a replayed graph can advance it
-    adam_form = {"fused": not compiled, "foreach": compiled, "capturable": cuda_graphs}
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam_form)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam_form)
+    # capturable: Adam's step count lives on the GPU, where a replayed CUDA graph can advance it
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, capturable=run.cuda_graphs)
+    actor_optimizer = torch.optim.Adam(
+        actor.parameters(), lr=args.policy_lr, capturable=run.cuda_graphs
+    )
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # autotune starts from α = 1 (as SB3 and CleanRL do); α = 0 gives log α = −inf, i.e. exactly 0
     initial_log_alpha = 0.0 if args.autotune else math.log(args.alpha) if args.alpha else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = None
     if args.autotune:
-        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=cuda_graphs)
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=run.cuda_graphs)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    train_step, sample_action = update, actor.sample
-    if compiled:  # the whole update as one graph (autograd.grad traced too), and the acting
-        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
-            torch._dynamo.config.trace_autograd_ops = True
-        # on CPU the kernels are called from C++, not Python (less overhead per call); not on
-        # CUDA: untried there, and CUDA graphs do not support it
-        torch._inductor.config.cpp_wrapper = device.type == "cpu"
-        if args.cudagraphs and not cuda_graphs:
-            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
-        mode = "reduce-overhead" if cuda_graphs else None  # torch.compile's CUDA-graph mode
-        train_step = torch.compile(update, mode=mode)
-        sample_action = torch.compile(actor.sample, mode=mode)
+    train_step, sample_action = run.compiled(update), run.compiled(actor.sample)
 
-    training = {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "buffer": buffer}
     obs = run.start(
         # log α is saved when it is learned; a fixed α (possibly 0: log α = −inf) comes from --alpha
         model={"actor": actor, "qf": qf, "qf_target": qf_target}
         | ({"log_alpha": log_alpha} if args.autotune else {}),
-        training=training | ({"alpha_optimizer": alpha_optimizer} if args.autotune else {}),
+        training={"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "buffer": buffer}
+        | ({"alpha_optimizer": alpha_optimizer} if args.autotune else {}),
         policy=deterministic_policy(actor),
         report=lambda: {
             "alpha": log_alpha.exp().item(),
             "target_entropy": target_entropy if args.autotune else None,
         },
     )
-    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
-    init_adam_state(q_optimizer, **adam_form)
-    init_adam_state(actor_optimizer, **adam_form)
-    if alpha_optimizer is not None:
-        init_adam_state(alpha_optimizer, capturable=cuda_graphs)
-    if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
-        # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
-        state = adam_state_tensors(q_optimizer, actor_optimizer, alpha_optimizer)
-        for tensor in [log_alpha, *state]:
-            torch._dynamo.mark_static_address(tensor)
     while run.running():
-        if cuda_graphs:  # the last iteration's graph outputs are used up: their memory is free
-            torch.compiler.cudagraph_mark_step_begin()
         # act: uniform-random actions during warm-up, then samples of the stochastic policy
         if run.global_step < args.learning_starts:
             unit_action = torch.rand(args.num_envs, act_dim, device=device) * 2.0 - 1.0
         else:
-            with torch.inference_mode():
+            with torch.no_grad():
                 obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 unit_action = sample_action(obs_tensor)[0]
         next_obs, reward, terminated, truncated, infos = envs.step(actor.to_env_action(unit_action))
@@ -551,45 +439,43 @@ def train(args: Args, run: Run) -> None:
                 losses = train_step(
                     buffer.sample(args.batch_size), actor, qf, qf_target, log_alpha,
                     q_optimizer, actor_optimizer, alpha_optimizer,
-                    args.gamma, args.tau, target_entropy, args.bf16,
+                    args.gamma, args.tau, target_entropy,
                 )  # fmt: skip
                 run.gradient_updates += 1
                 run.policy_updates += 1
             run.log_losses(losses)
-        run.end_iteration(obs)
+        run.end_iteration()
 
 
 # ==== run harness: the same text, byte for byte, in sac_v2, sac_v1, sql_discrete and sql_continuous
-"""Everything a run needs besides its algorithm: run directory, metrics.jsonl / summary.json /
-wandb, evaluation, atomic checkpoints and exact resume, Ctrl-C/SIGTERM, the shared flags' checks,
-the device, --eval-checkpoint, and the command line's exit statuses (2 bad input, 1 diverged).
-
-The algorithm above hands it:
-  ALGORITHM                        the script's name, stamped into every summary and saved file
-  Args                             the flags (the shared ones mean the same in every script)
-  check_args(args)                 raises UsageError for the algorithm's own bad flags
-  check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
-  load_policy(saved, args, env, device)  the evaluation policy of a saved model.pt/checkpoint.pt
-                                   (networks as saved, evaluation flags from `args`)
-  train(args, run)                 the training loop, which drives the Run:
-      obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
-          buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
-          observations -> env actions; an optional `policy.diagnostics(run)` -> {name: value}
-          adds eval/<name> to each eval row and <name> to the summary, and may write into
-          run.dir) and
-          report() -> {"alpha": ..., ...} for progress lines and the summary; restores all of it
-          on --resume and returns the envs' current observations
-      run.record_step(rewards, terminated, truncated)    count env steps, log finished episodes
-      run.log_losses(losses)       every --log-frequency env steps: one host sync, NaN check
-      run.end_iteration(obs)       evaluate, checkpoint and print as the step count crosses them
-      run.running(), run.device, run.envs, run.global_step, run.gradient_updates, run.policy_updates
+"""Run directory, metrics.jsonl, summary.json, wandb, evaluation, checkpoints, resume, Ctrl-C and
+exit statuses (0 done, 1 diverged, 2 bad input, 130 interrupted with a checkpoint). It needs from
+the algorithm: ALGORITHM, Args, FLAG_RULES, check_env_spaces, load_policy and train(args, run),
+which drives a Run:
+    obs = run.start(model, training, policy, report)  what to save ({name: module, optimizer, buffer
+        or tensor}; `model` also goes to model.pt), the evaluation policy (observations -> env
+        actions; an optional policy.diagnostics(run) adds summary keys and eval/ rows) and report()
+        -> {"alpha": ...}. --resume restores them all, the counters and torch's RNG; episodes in
+        flight start afresh (env internals are not saved).
+    run.record_step(rewards, terminated, truncated); run.log_losses(losses) (every --log-frequency
+    steps: one host sync and the NaN check); run.end_iteration() (evaluate, checkpoint, print);
+    run.compiled(fn) (fn as --compile / --cudagraphs ask); run.running(), run.device, run.envs,
+    run.cuda_graphs, run.global_step, run.gradient_updates, run.policy_updates.
 """
 
 STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM handler
-# Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
+# The flags a resumed run takes from its command line when typed; all others from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
-RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model"}
-RESUME_OVERRIDES |= {"compile", "cudagraphs"}
+RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+POSITIVE, AT_LEAST_0 = ("positive", lambda v: v > 0), (">= 0", lambda v: v >= 0)
+SHARED_FLAG_RULES = {
+    **dict.fromkeys(["total_timesteps", "num_envs", "buffer_size", "batch_size"], POSITIVE),
+    **dict.fromkeys(["eval_episodes", "log_frequency"], POSITIVE),
+    **dict.fromkeys(["learning_starts", "eval_frequency", "checkpoint_frequency"], AT_LEAST_0),
+    "torch_threads": AT_LEAST_0,
+    "gamma": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "tau": ("in (0, 1]", lambda v: 0 < v <= 1),
+}
 
 
 class UsageError(Exception):
@@ -600,27 +486,18 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or weight: the run stops, the last good checkpoint stays, exit status 1."""
 
 
-def check_shared_args(args: Args) -> None:
-    """The shared flags' checks, then the algorithm's own (check_args)."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
-    at_least_0 = ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]
-    rules = [(name, "positive", getattr(args, name) > 0) for name in [*positive, "log_frequency"]]
-    rules += [(name, ">= 0", getattr(args, name) >= 0) for name in at_least_0]
-    rules += [("gamma", "in [0, 1)", 0 <= args.gamma < 1), ("tau", "in (0, 1]", 0 < args.tau <= 1)]
-    for name, requirement, holds in rules:
-        if not holds:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be {requirement}, got {getattr(args, name)}"
-            )
+def check_flags(args: Args) -> None:
+    for name, (requirement, holds) in {**SHARED_FLAG_RULES, **FLAG_RULES}.items():
+        if not holds(getattr(args, name)):
+            flag = name.replace("_", "-")
+            raise UsageError(f"--{flag} must be {requirement}, got {getattr(args, name)}")
     if args.batch_size > args.buffer_size:
         raise UsageError(f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}")
-    check_args(args)
 
 
 def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """gym.make, with the failures a user can cause turned into one-line UsageErrors."""
     try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+        env = gym.make(env_id, render_mode=render_mode)
     except gym.error.DependencyNotInstalled as err:
         raise UsageError(f"{env_id} needs a missing dependency: {err}") from None
     except gym.error.Error as err:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
@@ -629,45 +506,18 @@ def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def get_env_state(env: gym.Env) -> dict | None:
-    """Everything step() depends on, for MuJoCo and envs with an array `state`; else None."""
-    base, state = env.unwrapped, {"np_random": env.unwrapped.np_random.bit_generator.state}
-    if hasattr(base, "model") and hasattr(base, "data"):  # MuJoCo: its full integration state
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state["mujoco"] = torch.zeros(mujoco.mj_stateSize(base.model, spec), dtype=torch.float64)
-        mujoco.mj_getState(base.model, base.data, state["mujoco"].numpy(), spec)
-    elif isinstance(getattr(base, "state", None), np.ndarray | tuple | list):  # classic control
-        state["state"] = torch.as_tensor(np.asarray(base.state, dtype=np.float64))
-    else:
-        return None
-    state["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
-    return state
-
-
-def set_env_state(env: gym.Env, state: dict) -> None:
-    base = env.unwrapped
-    base.np_random.bit_generator.state = state["np_random"]
-    if "mujoco" in state:
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), spec)
-        mujoco.mj_forward(base.model, base.data)
-    else:
-        base.state = state["state"].numpy().copy()
-    env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
-
-
 def load_saved(path: str, flag: str) -> dict:
     """A model.pt / checkpoint.pt of this algorithm, loaded with weights_only=True and checked."""
+    wanted = "a checkpoint.pt" if flag == "--resume" else "a model.pt or checkpoint.pt"
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} '{path}' is a directory; give {wanted} file, e.g. in runs/<run>/")
     if not os.path.isfile(path):
-        raise UsageError(f"{flag} file '{path}' does not exist")
+        raise UsageError(f"{flag} file '{path}' does not exist; give {wanted} of a {ALGORITHM} run")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
-        raise UsageError(f"{flag} file '{path}' cannot be read ({type(err).__name__})") from None
+        raise UsageError(f"{flag} '{path}' cannot be read by torch.load ({type(err).__name__}); "
+                         f"give {wanted} of a {ALGORITHM} run") from None  # fmt: skip
     if not isinstance(saved, dict) or saved.get("algorithm") != ALGORITHM:
         raise UsageError(f"'{path}' is not a {ALGORITHM} model.pt or checkpoint.pt")
     if flag == "--resume" and "loop" not in saved:
@@ -685,44 +535,27 @@ def save_atomically(payload: dict, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-@torch.inference_mode()
-def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Undiscounted returns of `policy`; episode k resets the env and torch's RNG with seed + k,
-    inside fork_rng, so evaluating never changes the training run's random stream."""
-    returns = []
-    for episode in range(episodes):
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed + episode)
-            obs, _ = env.reset(seed=seed + episode)
-            done, episode_return = False, 0.0
-            while not done:
-                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
-                obs, reward, terminated, truncated, _ = env.step(policy(obs_tensor)[0])
-                episode_return, done = episode_return + float(reward), terminated or truncated
-        returns.append(episode_return)
-    return returns
-
-
 class Run:
     """One run's directory, envs, counters and logs; see the interface above."""
 
-    def __init__(self, args: Args, saved: dict | None = None, run_dir: str | None = None):
+    def __init__(self, args: Args, saved: dict | None = None):
         self.args, self.saved = args, saved
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        # More threads than free cores make torch's thread pool spin against other runs (a 10×
-        # slowdown measured with three runs on 2 cores); small MLPs gain little past 4 threads.
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(args.torch_threads or max(1, min(4, cores // 2)))
+        # More threads than free cores make the runs sharing a machine spin against each other.
+        torch.set_num_threads(args.torch_threads or max(1, min(4, (os.cpu_count() or 1) // 2)))
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         if args.cuda and self.device.type == "cpu":
             print("notice: CUDA is not available, running on CPU", flush=True)
+        self.cuda_graphs = args.cudagraphs and self.device.type == "cuda"
+        if args.cudagraphs and not self.cuda_graphs:
+            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
         if args.capture_video:  # render off-screen: MuJoCo through EGL, pygame with no display
             os.environ.setdefault("MUJOCO_GL", "egl")
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # (and no SDL warning on stderr)
-        # Envs are built, and so the env id checked, before anything is written.
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        # The envs are built, and so the env id checked, before anything is written.
         self.eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
         self.envs = gym.vector.SyncVectorEnv(
             [lambda: gym.make(args.env_id)] * args.num_envs,
@@ -730,21 +563,19 @@ class Run:
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.dir = run_dir or os.path.join("runs", name)
-        for copy in range(2, 1000):  # two runs started in the same second get their own directory
+        self.dir = (os.path.dirname(args.resume) or ".") if saved else os.path.join("runs", name)
+        for copy in range(2, 1000):  # two runs started in the same second get a directory each
             try:
-                os.makedirs(self.dir, exist_ok=bool(run_dir))
+                os.makedirs(self.dir, exist_ok=bool(saved))
                 break
             except FileExistsError:
                 self.dir = os.path.join("runs", f"{name}-{copy}")
         if args.capture_video:  # film the first episode of every evaluation
             self.eval_env = gym.wrappers.RecordVideo(
-                self.eval_env,
-                os.path.join(self.dir, "videos"),
+                self.eval_env, os.path.join(self.dir, "videos"), name_prefix="eval",
                 episode_trigger=lambda episode: episode % args.eval_episodes == 0,
-                name_prefix="eval",
                 disable_logger=True,
-            )
+            )  # fmt: skip
         metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
         if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
             with open(metrics_path) as f:
@@ -755,53 +586,51 @@ class Run:
         if args.track:
             import wandb
 
-            run_id = os.path.basename(self.dir)[-64:]
+            run_name = os.path.basename(self.dir)
             self.wandb = wandb.init(
                 project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                name=os.path.basename(self.dir), dir=self.dir, id=run_id, resume="allow",
+                name=run_name, dir=self.dir, id=run_name[-64:], resume="allow",
             )  # fmt: skip
         self.global_step = self.gradient_updates = self.policy_updates = 0
         self.episode_returns = np.zeros(args.num_envs)
         self.episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
         self.recent_returns: deque[float] = deque(maxlen=10)
         self.start_time = self.last_print = time.time()
-        self.learn_start, self.eval_seconds, self.last_eval, self.report = None, 0.0, None, dict
+        self.time_before, self.eval_seconds, self.learn_start, self.last_eval = 0.0, 0.0, None, None
 
     def start(self, model: dict, training: dict, policy, report) -> np.ndarray:
         self.model, self.training, self.policy, self.report = model, training, policy, report
-        self.obs = self.envs.reset(seed=self.args.seed)[0]  # a resumed env, too, must be reset
         if self.saved is None:
-            return self.obs
+            return self.envs.reset(seed=self.args.seed)[0]
         for name, item in {**model, **training}.items():
             if isinstance(item, torch.Tensor):
                 with torch.no_grad():
                     item.copy_(self.saved[name])
             else:
                 item.load_state_dict(self.saved[name])
-        loop = self.saved["loop"]
+        loop, rng = self.saved["loop"], self.saved["rng"]
         self.global_step, self.gradient_updates = loop["global_step"], loop["gradient_updates"]
         self.policy_updates, self.last_eval = loop["policy_updates"], loop["last_eval"]
-        self.episode_returns[:], self.episode_lengths[:] = loop["returns"], loop["lengths"]
+        self.time_before = loop["train_time_s"]
         self.recent_returns.extend(loop["recent_returns"])
-        torch.set_rng_state(self.saved["rng"]["torch"])
-        if self.device.type == "cuda" and self.saved["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(self.saved["rng"]["cuda"])
-        if loop["env_states"] is None:  # e.g. Box2D, whose state cannot be saved
-            print("notice: this env's state cannot be restored; resuming with fresh episodes")
-            self.episode_returns[:], self.episode_lengths[:] = 0.0, 0
-            self.obs = self.envs.reset(seed=self.args.seed + self.global_step)[0]
-            return self.obs
-        for env, state in zip(self.envs.envs, loop["env_states"], strict=True):
-            set_env_state(env, state)
-        self.obs = loop["obs"].numpy()
-        return self.obs
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        print(f"resumed {self.args.resume} at step {self.global_step:,} of "
+              f"{self.args.total_timesteps:,}; episodes in flight start afresh", flush=True)  # fmt: skip
+        return self.envs.reset(seed=self.args.seed + self.global_step)[0]
+
+    def compiled(self, fn):
+        """fn, torch.compile(fn) with --compile, and in its CUDA-graph mode with --cudagraphs."""
+        if not (self.args.compile or self.args.cudagraphs):
+            return fn
+        return torch.compile(fn, mode="reduce-overhead" if self.cuda_graphs else None)
 
     def running(self) -> bool:
         return self.global_step < self.args.total_timesteps and not STOP_REQUESTED.is_set()
 
     def crossed(self, every: int) -> bool:
-        """Did this iteration's env steps cross a multiple of `every` (0 = never)? Tied to
-        global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
+        """Did this iteration's env steps cross a multiple of `every` (0 = never)?"""
         step = self.global_step
         return every > 0 and step // every > (step - self.args.num_envs) // every
 
@@ -817,7 +646,7 @@ class Run:
         self.episode_lengths += 1
         for i in np.flatnonzero(terminated | truncated):
             self.recent_returns.append(float(self.episode_returns[i]))
-            self.log({"charts/episodic_return": float(self.episode_returns[i]),
+            self.log({"charts/episodic_return": self.recent_returns[-1],
                       "charts/episodic_length": int(self.episode_lengths[i])})  # fmt: skip
             self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
         if self.learn_start is None and self.global_step > self.args.learning_starts:
@@ -831,99 +660,100 @@ class Run:
         return (self.global_step - self.learn_start[0]) / seconds
 
     def log_losses(self, losses: dict) -> None:
-        if not self.crossed(self.args.log_frequency):
-            return
-        values = {key: float(value) for key, value in losses.items()}
-        if bad := [key for key, value in values.items() if not math.isfinite(value)]:
-            raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
-        self.log({**values, "charts/SPS": self.learn_sps()})
+        if self.crossed(self.args.log_frequency):
+            values = {key: float(value) for key, value in losses.items()}
+            if bad := [key for key, value in values.items() if not math.isfinite(value)]:
+                raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
+            self.log({**values, "charts/SPS": self.learn_sps()})
 
+    @torch.inference_mode()
     def evaluate(self) -> None:
-        start = time.time()
-        args = self.args
-        returns = evaluate(
-            self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
-        )
-        mean, std = float(np.mean(returns)), float(np.std(returns))
-        row = {"eval/episodic_return": mean, "eval/episodic_return_std": std}
+        """Episode k resets the eval env and torch's RNG with seed + k inside fork_rng, so
+        evaluating never changes the training run's random stream."""
+        start, returns, seed = time.time(), [], self.args.seed + 100_000
+        for episode in range(self.args.eval_episodes):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed + episode)
+                obs, _ = self.eval_env.reset(seed=seed + episode)
+                done, returns = False, [*returns, 0.0]
+                while not done:
+                    obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+                    obs, reward, terminated, truncated, _ = self.eval_env.step(
+                        self.policy(obs_tensor[None])[0]
+                    )
+                    returns[-1], done = returns[-1] + float(reward), terminated or truncated
+        row = {"eval/episodic_return": float(np.mean(returns))}
+        row["eval/episodic_return_std"] = float(np.std(returns))
         diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
-        row.update({f"eval/{name}": value for name, value in diagnostics.items()})
-        self.log(row)
+        self.log(row | {f"eval/{name}": value for name, value in diagnostics.items()})
         self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
-        step, n = self.global_step, len(returns)
-        print(f"eval  step {step:>9,}: return {mean:.1f} ± {std:.1f} over {n} episodes", flush=True)
+        print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} ± "
+              f"{row['eval/episodic_return_std']:.1f} over {len(returns)} episode"
+              + "s" * (len(returns) > 1), flush=True)  # fmt: skip
         self.eval_seconds += time.time() - start if self.learn_start else 0.0
 
     def saved_model(self) -> dict:
         """model.pt's content: the `model` entries, args and report; raises on non-finite weights."""
         model = {name: item.state_dict() if isinstance(item, nn.Module) else item.detach().cpu()
                  for name, item in self.model.items()}  # fmt: skip
-        tensors = [
-            t
-            for item in model.values()
-            for t in (item.values() if isinstance(item, dict) else [item])
-        ]
+        tensors = [t for i in model.values() for t in (i.values() if isinstance(i, dict) else [i])]
         if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
             raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
         saved = {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report()}
         return {**saved, "global_step": self.global_step, **model}
 
-    def save_checkpoint(self, obs: np.ndarray) -> None:
+    def save_checkpoint(self) -> None:
         checkpoint = self.saved_model()
         checkpoint.update({name: item.state_dict() for name, item in self.training.items()})
-        env_states = [get_env_state(env) for env in self.envs.envs]
         checkpoint["loop"] = {
             "global_step": self.global_step, "gradient_updates": self.gradient_updates,
             "policy_updates": self.policy_updates, "last_eval": self.last_eval,
-            "returns": self.episode_returns.tolist(), "lengths": self.episode_lengths.tolist(),
-            "recent_returns": list(self.recent_returns), "obs": torch.as_tensor(obs),
-            "env_states": None if None in env_states else env_states,
+            "recent_returns": list(self.recent_returns),
+            "train_time_s": self.time_before + time.time() - self.start_time,
         }  # fmt: skip
-        cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda}  # all the run draws from
         save_atomically(checkpoint, os.path.join(self.dir, "checkpoint.pt"))
 
-    def end_iteration(self, obs: np.ndarray) -> None:
-        if self.crossed(self.args.eval_frequency) and self.global_step < self.args.total_timesteps:
+    def end_iteration(self) -> None:
+        args, step = self.args, self.global_step
+        if self.cuda_graphs:  # this iteration's graph outputs have been used: their memory is free
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.crossed(args.eval_frequency) and step < args.total_timesteps:
             self.evaluate()
-        if self.crossed(self.args.checkpoint_frequency):
-            self.save_checkpoint(obs)
+        if self.crossed(args.checkpoint_frequency):
+            self.save_checkpoint()
         if time.time() - self.last_print > 5.0:
-            self.last_print, args, sps = time.time(), self.args, self.learn_sps()
-            eta = (
-                f"{(args.total_timesteps - self.global_step) / sps / 60:5.1f} min"
-                if sps
-                else "(warm-up)"
-            )
-            recent = f"{np.mean(self.recent_returns):9.1f}" if self.recent_returns else "      n/a"
-            print(f"step {self.global_step:>9,}/{args.total_timesteps:,} ({100 * self.global_step / args.total_timesteps:5.1f}%)"
-                  f" | ETA {eta} | train return {recent} | SPS {sps or 0:6.0f} | alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
-        self.obs = obs
+            self.last_print, sps = time.time(), self.learn_sps()
+            eta = f"{(args.total_timesteps - step) / sps / 60:.1f} min" if sps else "(warm-up)"
+            recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "n/a"
+            print(f"step {step:,}/{args.total_timesteps:,} ({step / args.total_timesteps:.0%}) | "
+                  f"ETA {eta} | train return {recent} | SPS {sps or 0:.0f} | "
+                  f"alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
 
     def save_final(self, status: str) -> None:
         """The final evaluation, checkpoint and model.pt of a run that ended well."""
         model = self.saved_model()  # checks the weights first: a NaN model is never saved
         if status == "finished" and (self.last_eval or {}).get("step") != self.global_step:
             self.evaluate()  # always end with an evaluation of the final policy
-        if self.args.checkpoint_frequency or status == "interrupted":
-            self.save_checkpoint(self.obs)
+        if self.args.checkpoint_frequency or self.saved or status == "interrupted":
+            self.save_checkpoint()
         if self.args.save_model:
             save_atomically(model, os.path.join(self.dir, "model.pt"))
 
     def finish(self, status: str) -> dict:
         """summary.json, close everything, and the final console line."""
-        args, learn_sps = self.args, self.learn_sps()
-        last_eval = self.last_eval or {}
+        args, last_eval = self.args, self.last_eval or {}
         summary = {
             "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "status": status,
             "global_step": self.global_step, "gradient_updates": self.gradient_updates,
-            "policy_updates": self.policy_updates, "train_time_s": time.time() - self.start_time,
-            "learn_sps": learn_sps,
+            "policy_updates": self.policy_updates, "learn_sps": self.learn_sps(),
+            "train_time_s": self.time_before + time.time() - self.start_time,
             "episodic_return_last": float(np.mean(self.recent_returns)) if self.recent_returns else None,
             "eval_return_mean": last_eval.get("eval/episodic_return"),
             "eval_return_std": last_eval.get("eval/episodic_return_std"),
             "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
-            **last_eval.get("diagnostics", {}),
+            **last_eval.get("diagnostics", {}), "args": json.loads(json.dumps(asdict(args))),
         }  # fmt: skip
         save_atomically(summary, os.path.join(self.dir, "summary.json"))
         self.metrics.close()
@@ -931,38 +761,36 @@ class Run:
             self.wandb.finish()
         self.envs.close()
         self.eval_env.close()
-        evaluation = (
-            f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}"
-            if last_eval
-            else "no evaluation"
-        )
-        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | {evaluation} | results in {self.dir}", flush=True)  # fmt: skip
+        evaluation = f"eval return {last_eval['eval/episodic_return']:.1f}" if last_eval else ""
+        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | "
+              f"{evaluation or 'no evaluation'} | results in {self.dir}", flush=True)  # fmt: skip
         if status == "interrupted":
-            print(f"continue with: --resume {os.path.join(self.dir, 'checkpoint.pt')}", flush=True)
+            checkpoint = os.path.join(self.dir, "checkpoint.pt")
+            print(f"continue with: python {ALGORITHM}.py --resume {checkpoint}", flush=True)
         return {**summary, "run_dir": self.dir}
 
 
-def resumed_args(saved_args: dict, args: Args, typed: set[str] | None) -> Args:
-    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed.
-    Called from Python (typed=None), a flag counts as typed when it differs from its default."""
-    if typed is None:
-        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
-    merged = {**saved_args, "resume": args.resume}
-    merged.update({name: getattr(args, name) for name in RESUME_OVERRIDES & typed})
+def resumed_args(saved_args: dict, args: Args, typed: set[str]) -> Args:
+    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed."""
+    merged = saved_args | {name: getattr(args, name) for name in RESUME_OVERRIDES & typed}
+    merged["resume"] = args.resume
     return Args(**{f.name: merged[f.name] for f in fields(Args) if f.name in merged})
 
 
-def evaluate_checkpoint(args: Args) -> dict:
+def evaluate_checkpoint(args: Args, typed: set[str]) -> dict:
     """--eval-checkpoint: evaluate a saved policy on its env (with video if asked); train nothing."""
     saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
-    args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
+    env_id = saved["args"]["env_id"]
+    if "env_id" in typed and args.env_id != env_id:
+        raise UsageError(f"--env-id {args.env_id}: '{args.eval_checkpoint}' was trained on "
+                         f"{env_id}; leave --env-id out to evaluate it there")  # fmt: skip
+    args = replace(args, env_id=env_id, exp_name=f"{args.exp_name}-eval", num_envs=1)
     try:  # a first load on CPU checks the file before anything is written
-        load_policy(saved, args, make_checked_env(args.env_id), torch.device("cpu"))
+        load_policy(saved, args, make_checked_env(env_id), torch.device("cpu"))
     except (RuntimeError, KeyError) as err:
-        raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
-    run = Run(replace(args, num_envs=1))
-    policy = load_policy(saved, args, run.eval_env, run.device)
-    run.start({}, {}, policy, lambda: saved["report"])
+        raise UsageError(f"'{args.eval_checkpoint}' does not fit {env_id} ({err})") from None
+    run = Run(args)
+    run.start({}, {}, load_policy(saved, args, run.eval_env, run.device), lambda: saved["report"])
     run.global_step = saved["global_step"]
     run.evaluate()
     return run.finish("evaluated")
@@ -970,27 +798,23 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 def main(args: Args, typed: set[str] | None = None) -> dict:
     """Train (or, with --eval-checkpoint, evaluate) as `args` say; returns the summary and run_dir.
-    `typed` names the flags typed on the command line (it decides what a --resume overrides)."""
-    check_shared_args(args)
+    `typed`: the flags typed on the command line (from Python: those that differ from the default)."""
+    if typed is None:
+        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
+    check_flags(args)
     if args.eval_checkpoint:
-        return evaluate_checkpoint(args)
-    saved = None
-    if args.resume:
-        saved = load_saved(args.resume, "--resume")
+        return evaluate_checkpoint(args, typed)
+    saved = load_saved(args.resume, "--resume") if args.resume else None
+    if saved:
         args = resumed_args(saved["args"], args, typed)
-        check_shared_args(args)
-    run_dir = (os.path.dirname(args.resume) or ".") if saved else None  # a resumed run stays put
-    run = Run(args, saved, run_dir)
-    status = "crashed"  # stays only if an unexpected exception escapes
+        check_flags(args)
+    run, status = Run(args, saved), "crashed"  # "crashed" stays if an unexpected error escapes
     try:
         train(args, run)
         status = "interrupted" if STOP_REQUESTED.is_set() else "finished"
         run.save_final(status)
-    except TrainingDiverged:
-        status = "diverged"
-        raise
-    except KeyboardInterrupt:  # main() called from Python: Ctrl-C stops at once, as it should
-        status = "aborted"
+    except (TrainingDiverged, KeyboardInterrupt) as err:  # (main() called from Python: Ctrl-C
+        status = "diverged" if isinstance(err, TrainingDiverged) else "aborted"  # stops at once)
         raise
     finally:
         summary = run.finish(status)
@@ -1003,40 +827,11 @@ def typed_flags(argv: list[str]) -> set[str]:
     return names | {name[3:] for name in names if name.startswith("no_")}
 
 
-def tyro_message(box: str) -> str:
-    """The message in tyro's error box (unicode or ASCII-drawn): its first text after a rule."""
-    rules = set("─-+")  # rule lines; the box's top and bottom borders start with ╭ and ╰
-    message, after_rule = [], False
-    for line in (line.strip().strip("│|").strip() for line in box.splitlines()):
-        if line.startswith(("╭", "╰")) or (line and set(line) <= rules):
-            if message:
-                break
-            after_rule = True
-        elif line and after_rule:
-            message.append(line)
-        elif message:  # a blank line ends it too
-            break
-    return " ".join(message).removeprefix("Error ") or box.strip()
-
-
 def command_line(argv: list[str] | None = None) -> int:
-    """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
-    a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
+    """tyro parses the flags (its own message and exit status 2 for what it cannot parse); the
+    first Ctrl-C/SIGTERM stops after the step with a checkpoint (a second Ctrl-C aborts)."""
     argv = sys.argv[1:] if argv is None else argv
-    tyro_errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(tyro_errors):
-            args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
-    except SystemExit as stop:  # after --help (0), or a value tyro cannot parse (2)
-        if stop.code == 2:  # one line, not tyro's box
-            message = tyro_message(tyro_errors.getvalue())
-            print(f"error: {message} (--help lists the flags)", file=sys.stderr)
-        else:
-            sys.stderr.write(tyro_errors.getvalue())
-        return stop.code
-    if unknown:  # a mistyped flag: one line, not tyro's box
-        print(f"error: unknown flags {' '.join(unknown)} (--help lists them)", file=sys.stderr)
-        return 2
+    args = tyro.cli(Args, args=argv)
 
     def request_stop(signum, frame):
         if STOP_REQUESTED.is_set() and signum == signal.SIGINT:

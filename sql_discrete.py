@@ -32,45 +32,38 @@ H(softmax(q/α)) increases with α, so this controller has a single fixed point;
 makes its steps multiplicative, so one learning rate serves Q scales of 1 or of 100.
 Without `--autotune`, α = `--alpha` stays fixed.
 
-Evaluation: greedy, a = argmax_a Q(s,a), on a separate env seeded seed + 100_000 + k for episode
-k. `--eval-stochastic` samples (2) instead, from torch's RNG reseeded per episode inside
-fork_rng: reproducible, and the training run's random stream never moves.
+One update: a gradient step of Q_θ on (5), then of log α on (7), then the target network, each
+step zero_grad(), backward(), step(), so the optimizers' own settings hold. The entropy in (7) is
+that of the online network's policy (2) on the replayed states, before this update's Q step.
+Evaluation: greedy, a = argmax_a Q(s,a), on a separate env; `--eval-stochastic` samples (2), from
+torch's RNG reseeded per episode inside fork_rng (reproducible; the training stream never moves).
 
-Defaults (tuned to reach CartPole-v1 greedy return 500 and Acrobot-v1 ≥ −100 in 50k env steps)
-and departures from the papers:
+Departures from the papers, and why (README has the runs behind the defaults):
 - Huber loss (δ = 1), not 1702.08165's squared error (`--loss mse`): early TD errors are large
-  (CartPole values climb to ~100), and Huber bounds their gradient as DQN's error clipping does.
-- α autotuned to H̄ = 0.3·log|A| rather than hand-set (the paper's reward scale), so it adapts to
-  each env's reward scale. The entropy bonus also steers the agent toward states where acting
-  loosely is safe; with H̄ = 0.1·log|A| the final greedy CartPole policy drifted off (~250 steps)
-  in some of our seeds. log α learns at 3e-4: with 1e-3, α tripled within 5k steps in one double
-  soft-Q seed and the values ran away above their bound r_max/(1−γ) = 100.
-- Polyak target updates (τ = 0.005 after every update): hard copies every 500 updates learned
-  CartPole markedly slower in our runs.
+  while the values climb towards r_max/(1−γ); Huber bounds their gradient, as DQN's clipping does.
+- α autotuned to H̄ = 0.3·log|A| rather than hand-set, so it adapts to each env's reward scale; the
+  entropy bonus also steers the agent toward states where acting loosely is safe (a smaller H̄ let
+  the final greedy CartPole policy drift off). log α learns slowly (3e-4): faster, α could grow
+  until the double soft-Q values ran away above their bound r_max/(1−γ).
+- Polyak target updates (τ = 0.005 after every update): hard copies learned CartPole slower.
 - The learning rate decays linearly to 0 at `--total-timesteps` (`--no-anneal-lr` keeps it): a
-  Q-learner's greedy CartPole policy swings between 500 and ~250 from one stretch of updates to
-  the next, and the decay settles the final network. The schedule follows `--total-timesteps`,
-  so resume with the same value to reproduce an uninterrupted run.
+  Q-learner's greedy policy swings from one stretch of updates to the next, and the decay settles
+  the final network. Update k takes the rate of the env step it stands for, learning_starts +
+  k·train_frequency/gradient_steps (a LambdaLR stepped once per update, saved in checkpoints); a
+  resumed run with another --total-timesteps follows the new schedule from there on.
 - No ε-greedy: the Boltzmann policy (2) alone explores, after `--learning-starts` random steps.
 - Every `--train-frequency` vector steps, `--gradient-steps` updates per env: the defaults make
   one gradient update per env step for any `--num-envs`.
-- `--compile` (off by default): torch.compile turns the whole update (losses, gradients by a traced
-  torch.autograd.grad, torch's functional Adam on the optimizers' own state, Polyak) into one
-  graph with no breaks; the annealed rate is then a tensor filled in place before each round
-  (`set_learning_rate`), so it is an input of the graph, not a constant that recompiles it. On a
-  2-core AVX2 CPU (CartPole-v1, 2 threads) it gives 645 instead of 475 SPS after the warm-up.
-- `--cudagraphs` (CUDA only; implies --compile): torch.compile's CUDA-graph mode replays the
-  compiled update as a CUDA graph, with Adam "capturable" (its step count and the rate on the
-  GPU) and the tensors the update changes in place marked static; on a CPU it prints a notice and
-  runs as --compile. Written and checked for its plumbing on CPU, not yet run on a GPU.
+- `--compile` torch.compiles the update and the acting (LeanRL's recipe); the annealed rate is a
+  tensor that the scheduler fills in place, so its changes do not recompile the update.
+  `--cudagraphs` (CUDA) replays them as CUDA graphs through torch.compile's "reduce-overhead"
+  mode, with Adam capturable. Both are meant for GPUs; README has the measurements.
 
 Usage: python sql_discrete.py --env-id CartPole-v1 --total-timesteps 50000 [--double-soft-q]
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -89,7 +82,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.optim.adam import adam as functional_adam
 
 ALGORITHM = "sql_discrete"
 
@@ -147,7 +139,7 @@ class Args:
     """use CUDA when it is available (falls back to CPU with a notice)"""
     torch_threads: int = 0
     """CPU threads of torch's operators (0 = half the cores, at most 4, so that runs sharing the
-    machine do not fight over cores; README has the measurements)"""
+    machine do not fight over cores)"""
     track: bool = False
     """log the run to Weights & Biases (`WANDB_MODE=offline` works without network)"""
     wandb_project_name: str = "softrl"
@@ -167,32 +159,29 @@ class Args:
     checkpoint_frequency: int = 0
     """env steps between full checkpoints to runs/<run>/checkpoint.pt (0 = off; Ctrl-C/SIGTERM also save)"""
     resume: str | None = None
-    """path of a checkpoint.pt to continue (its run keeps its settings; a typed --total-timesteps extends it)"""
+    """path of a checkpoint.pt to continue: every learned and counted state comes back, episodes in
+    flight restart (the run keeps its settings; a typed --total-timesteps extends it)"""
     eval_checkpoint: str | None = None
-    """path of a model.pt or checkpoint.pt: evaluate that policy, write summary.json, train nothing"""
+    """path of a model.pt or checkpoint.pt: evaluate that policy on its env, write summary.json, train nothing"""
     compile: bool = False
-    """torch.compile the whole update into one graph (2-core CPU: 1.36x SPS; CUDA: unmeasured)"""
+    """torch.compile the update and the acting; for CUDA (on a small CPU it does not pay: see README)"""
     cudagraphs: bool = False
-    """CUDA only, implies --compile: replay the compiled update as a CUDA graph (on CPU: a notice, then --compile)"""
+    """CUDA only, implies --compile: replay the compiled update and acting as CUDA graphs"""
     eval_stochastic: bool = False
     """evaluate by sampling the Boltzmann policy (2) instead of acting greedily"""
 
 
-def check_args(args: Args) -> None:
-    positive = ["learning_rate", "target_network_frequency", "train_frequency", "gradient_steps"]
-    for name in [*positive, "alpha", "alpha_lr"]:
-        value = getattr(args, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
-    if not 0.0 < args.target_entropy_scale < 1.0:
-        raise UsageError(
-            f"--target-entropy-scale must be in (0, 1), got {args.target_entropy_scale}"
-        )
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        raise UsageError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
+# The algorithm's own flag checks ({flag: (requirement, check)}); the harness adds the shared ones.
+POSITIVE_FINITE = ("positive and finite", lambda v: 0 < v < math.inf)
+FLAG_RULES = {
+    **dict.fromkeys(["learning_rate", "alpha", "alpha_lr", "gradient_steps"], POSITIVE_FINITE),
+    **dict.fromkeys(["target_network_frequency", "train_frequency"], POSITIVE_FINITE),
+    "target_entropy_scale": ("in (0, 1)", lambda v: 0 < v < 1),
+    "hidden_sizes": ("positive sizes", lambda v: len(v) > 0 and min(v) > 0),
+}
 
 
-# ---- Soft math (pure functions; tests check them against independent oracles) ---------------
+# ---- Soft math (pure functions; tests check them against independent oracles)
 def soft_value(q: torch.Tensor, alpha) -> torch.Tensor:
     """V = α·logsumexp(q/α) over the last (action) dimension, eq. (1); stable for any q/α."""
     return alpha * torch.logsumexp(q / alpha, dim=-1)
@@ -220,7 +209,8 @@ def soft_td_target(rewards, terminated, next_value, gamma: float) -> torch.Tenso
 
 
 def temperature_loss(log_alpha, mean_entropy, target_entropy: float) -> torch.Tensor:
-    """J(log α) = log α·(H − H̄), eq. (7): its gradient lowers α while H > H̄."""
+    """J(log α) = log α·(H − H̄), eq. (7): its gradient lowers α while H > H̄. The entropy is
+    detached, so this loss trains log α only, never the Q network."""
     return log_alpha * (mean_entropy.detach() - target_entropy)
 
 
@@ -234,11 +224,12 @@ def boltzmann_sample(q: torch.Tensor, alpha) -> torch.Tensor:
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← (1 − τ) θ̄ + τ θ, in place, for every parameter at once (τ = 1: an exact copy)."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+    """θ̄ ← (1 − τ) θ̄ + τ θ, in place, for every parameter (τ = 1: an exact copy)."""
+    for target_param, param in zip(target.parameters(), online.parameters(), strict=True):
+        target_param.lerp_(param, tau)
 
 
-# ---- Environment check, network, replay buffer ----------------------------------------------
+# ---- Environment check, network, replay buffer
 def check_env_spaces(env: gym.Env, env_id: str) -> None:
     """SQL here needs Discrete actions numbered from 0 and a flat Box observation."""
     obs_space, act_space = env.observation_space, env.action_space
@@ -308,89 +299,43 @@ class ReplayBuffer:
             getattr(self, name)[: self.size] = state[name].to(self.obs.device)
 
 
-# ---- One update: the Q regression (4)-(6), the temperature (7), the target network ----------
-def soft_q_losses(batch, q_network, target_network, log_alpha, gamma, target_entropy,
-                  double_soft_q: bool = False, loss: str = "huber"):  # fmt: skip
-    """The Q loss (5) with the soft target (4), and the temperature loss (7), on one batch; also
-    the policy entropy and the mean bootstrapped soft value V̄(s′) as diagnostics."""
+# ---- The losses, the optimizers, and one update: Q regression (4)-(6), temperature (7), target
+def soft_q_loss(batch, q_network, target_network, alpha, gamma, double_soft_q=False, loss="huber"):
+    """The Q loss (5) with the soft target (4) on one batch; also the entropy of the online
+    network's policy, which drives α (7), and the mean bootstrapped soft value V̄(s′)."""
     obs, next_obs, actions, rewards, terminated = batch
-    alpha = log_alpha.detach().exp()
-    with torch.no_grad():
+    with torch.no_grad():  # y is a constant of L(θ): its gradient reaches Q_θ(s, a) only
         q_next_target = target_network(next_obs)
         if double_soft_q:
             next_value = double_soft_value(q_next_target, q_network(next_obs), alpha)  # (6)
         else:
-            next_value = soft_value(q_next_target, alpha)  # (1) on the target network
+            next_value = soft_value(q_next_target, alpha)  # (1) on the target network, at s′
         target = soft_td_target(rewards, terminated, next_value, gamma)  # (4)
     q_values = q_network(obs)
     td_loss = F.smooth_l1_loss if loss == "huber" else F.mse_loss
     qf_loss = td_loss(q_values.gather(1, actions[:, None]).squeeze(1), target)  # (5)
     # The mean entropy of the online network's Boltzmann policy (2) on replayed states drives α (7).
     policy_entropy = entropy(boltzmann_log_probs(q_values.detach(), alpha)).mean()
-    alpha_loss = temperature_loss(log_alpha, policy_entropy, target_entropy)
-    return qf_loss, alpha_loss, policy_entropy, next_value.mean()
+    return qf_loss, policy_entropy, next_value.mean()
 
 
-def init_adam_state(optimizer: torch.optim.Adam, **form) -> None:
-    """Give the optimizer this run's Adam form (fused, foreach, capturable, ...) and create its
-    state (step, first and second moments) where it has none, as a first step would. On
-    --resume, load_state_dict brings back the saved run's form: a typed --compile changes it."""
-    for group in optimizer.param_groups:
-        group.update(form)
-        on_device = group["fused"] or group["capturable"]  # else torch keeps `step` on the CPU
-        for param in group["params"]:
-            state = optimizer.state[param] or {
-                "step": torch.zeros(()),
-                "exp_avg": torch.zeros_like(param),
-                "exp_avg_sq": torch.zeros_like(param),
-            }
-            state["step"] = state["step"].to(param.device if on_device else "cpu")
-            optimizer.state[param] = state
+def make_optimizers(args: Args, q_network: QNetwork, log_alpha: torch.Tensor, capturable=False):
+    """Adam for Q_θ with its annealed rate (a LambdaLR), and Adam for log α (None without
+    --autotune). The rate is a tensor that the scheduler fills in place (LeanRL's recipe): an input
+    of a compiled update, not a constant that recompiles it when it changes. capturable (CUDA
+    graphs): Adam's step count, and the rate, live on the GPU, where a replayed graph reads them."""
+    rate = torch.tensor(args.learning_rate, device=log_alpha.device if capturable else "cpu")
+    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=rate, capturable=capturable)
 
+    def rate_factor(updates: int) -> float:  # see the docstring's departures
+        env_step = args.learning_starts + updates * args.train_frequency / args.gradient_steps
+        return max(0.0, 1.0 - env_step / args.total_timesteps) if args.anneal_lr else 1.0
 
-def adam_step(loss: torch.Tensor, *optimizers: torch.optim.Adam) -> None:
-    """optimizer.step() for each optimizer on the gradient of `loss`, written so that torch.compile
-    traces it into the update's graph: the gradient comes from torch.autograd.grad (no .grad fields
-    to zero), the step is torch's own functional Adam on the optimizer's state. (zero_grad(),
-    backward() and optimizer.step() each end a compiled graph; see `--compile`.)"""
-    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
-    grads = iter(torch.autograd.grad(loss, [p for group in groups for p in group["params"]]))
-    with torch.no_grad():
-        for optimizer in optimizers:
-            if not optimizer.state:  # a first step creates the state, as torch's Adam does
-                init_adam_state(optimizer)
-            for group in optimizer.param_groups:
-                params = group["params"]
-                state = [optimizer.state[param] for param in params]
-                beta1, beta2 = group["betas"]
-                functional_adam(
-                    params, [next(grads) for _ in params], [s["exp_avg"] for s in state],
-                    [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state],
-                    foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
-                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-                    eps=group["eps"], maximize=False,
-                )  # fmt: skip
-
-
-def adam_state_tensors(*optimizers: torch.optim.Adam | None) -> list[torch.Tensor]:
-    """Every tensor of the optimizers' state (step counts, moments); None optimizers have none."""
-    return [
-        tensor
-        for optimizer in optimizers
-        if optimizer is not None
-        for state in optimizer.state.values()
-        for tensor in state.values()
-    ]
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
-    """Set the (annealed) rate before an update. Under --compile the rate is a 0-dim tensor,
-    filled in place: an input of the compiled update, not a constant that would recompile it."""
-    group = optimizer.param_groups[0]
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(rate)
-    else:
-        group["lr"] = rate
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(q_optimizer, rate_factor)
+    alpha_optimizer = None
+    if args.autotune:
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, capturable=capturable)
+    return q_optimizer, lr_scheduler, alpha_optimizer
 
 
 def update(
@@ -398,19 +343,22 @@ def update(
     gamma: float, tau: float, target_entropy: float,
     double_soft_q: bool = False, loss: str = "huber", update_target: bool = True,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One gradient step of Q_θ on (5) at q_optimizer's rate and, if alpha_optimizer, of log α on
-    (7); then, if update_target, θ̄ ← τθ + (1−τ)θ̄. Returns detached tensors: reading them is the
-    caller's choice, so the update itself never waits for the device."""
+    """One gradient step of Q_θ on (5) and, if alpha_optimizer, of log α on (7); then, if
+    update_target, θ̄ ← τθ + (1−τ)θ̄. Returns detached tensors: it never waits for the device."""
     alpha = log_alpha.detach().exp()  # the temperature these losses use
-    qf_loss, alpha_loss, policy_entropy, next_value = soft_q_losses(
-        batch, q_network, target_network, log_alpha, gamma, target_entropy, double_soft_q, loss
+    qf_loss, policy_entropy, next_value = soft_q_loss(
+        batch, q_network, target_network, alpha, gamma, double_soft_q, loss
     )
-    if alpha_optimizer is None:
-        adam_step(qf_loss, q_optimizer)
-    else:
-        # Each loss sees the other's inputs detached, so the gradient of their sum gives θ
-        # exactly ∇L(θ) and log α exactly ∇J(log α).
-        adam_step(qf_loss + alpha_loss, q_optimizer, alpha_optimizer)
+    q_optimizer.zero_grad()
+    qf_loss.backward()  # reaches θ only: the target y is detached, α enters as a constant
+    q_optimizer.step()
+
+    alpha_loss = temperature_loss(log_alpha, policy_entropy, target_entropy)
+    if alpha_optimizer is not None:
+        alpha_optimizer.zero_grad()
+        alpha_loss.backward()  # reaches log α only: the entropy in (7) is detached from θ
+        alpha_optimizer.step()
+
     if update_target:
         polyak_update(target_network, q_network, tau)
     return {
@@ -422,7 +370,7 @@ def update(
     }
 
 
-# ---- Evaluation policy and the training loop ------------------------------------------------
+# ---- Evaluation policy and the training loop
 def evaluation_policy(q_network: QNetwork, log_alpha: torch.Tensor, stochastic: bool = False):
     """Observations → env actions: argmax_a Q(s,a), or with `stochastic` a sample of (2)."""
 
@@ -450,38 +398,18 @@ def train(args: Args, run: Run) -> None:
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
     target_network.requires_grad_(False)  # Q̄ moves only towards θ, in polyak_update
-    compiled = args.compile or args.cudagraphs
-    cuda_graphs = args.cudagraphs and device.type == "cuda"
-    # Adam in one fused kernel; under --compile its single-tensor form, which takes the annealed
-    # rate as a tensor and which inductor fuses (the fused kernel cannot be traced); in a CUDA
-    # graph "capturable": its step counter (and the rate) live on the GPU, where a graph reads them
-    adam_form = {"fused": not compiled, "foreach": False, "capturable": cuda_graphs}
-    learning_rate = args.learning_rate  # under --compile a tensor, filled by set_learning_rate
-    if compiled:
-        learning_rate = torch.tensor(learning_rate, device=device if cuda_graphs else "cpu")
-    q_optimizer = torch.optim.Adam(q_network.parameters(), lr=learning_rate, **adam_form)
     log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
-    alpha_optimizer = None
-    if args.autotune:
-        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, capturable=cuda_graphs)
+    q_optimizer, lr_scheduler, alpha_optimizer = make_optimizers(
+        args, q_network, log_alpha, capturable=run.cuda_graphs
+    )
     target_entropy = args.target_entropy_scale * math.log(n_actions)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, device)
-    train_step = update
-    if compiled:  # the whole update as one graph (autograd.grad traced too)
-        if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (older torch: a graph break)
-            torch._dynamo.config.trace_autograd_ops = True
-        # on CPU the kernels are called from C++, not Python (less overhead per call); not on
-        # CUDA: untried there, and CUDA graphs do not support it
-        torch._inductor.config.cpp_wrapper = device.type == "cpu"
-        if args.cudagraphs and not cuda_graphs:
-            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
-        mode = "reduce-overhead" if cuda_graphs else None  # torch.compile's CUDA-graph mode
-        train_step = torch.compile(update, mode=mode)
+    train_step, acting_q_network = run.compiled(update), run.compiled(q_network)
 
-    training = {"q_optimizer": q_optimizer, "buffer": buffer}
     obs = run.start(
         model={"q_network": q_network, "target_network": target_network, "log_alpha": log_alpha},
-        training={**training, **({"alpha_optimizer": alpha_optimizer} if alpha_optimizer else {})},
+        training={"q_optimizer": q_optimizer, "lr_scheduler": lr_scheduler, "buffer": buffer}
+        | ({"alpha_optimizer": alpha_optimizer} if args.autotune else {}),
         policy=evaluation_policy(q_network, log_alpha, args.eval_stochastic),
         report=lambda: {
             "alpha": log_alpha.exp().item(),
@@ -489,25 +417,15 @@ def train(args: Args, run: Run) -> None:
             "double_soft_q": args.double_soft_q,
         },
     )
-    # this run's Adam form and state, over what --resume loaded (before any compiled update runs)
-    init_adam_state(q_optimizer, lr=learning_rate, **adam_form)  # the rate: a tensor if compiled
-    if alpha_optimizer is not None:
-        init_adam_state(alpha_optimizer, capturable=cuda_graphs)
-    if cuda_graphs:  # a replayed graph works on fixed addresses: the tensors the update changes in
-        # place (log α, the optimizers' state as run.start resumed it) are marked, never copied in
-        for tensor in [log_alpha, *adam_state_tensors(q_optimizer, alpha_optimizer)]:
-            torch._dynamo.mark_static_address(tensor)
     losses = {}
     while run.running():
-        if cuda_graphs:  # the last iteration's graph outputs are used up: their memory is free
-            torch.compiler.cudagraph_mark_step_begin()
         # act: uniform-random actions during warm-up, then the Boltzmann policy (2) explores
         if run.global_step < args.learning_starts:
             actions = torch.randint(n_actions, (args.num_envs,), device=device)
         else:
-            with torch.inference_mode():
-                q_values = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = boltzmann_sample(q_values, log_alpha.exp())
+            with torch.no_grad():
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                actions = boltzmann_sample(acting_q_network(obs_tensor), log_alpha.exp())
         next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
 
         # store: an episode that ended stores its true last obs (final_obs), not the reset obs
@@ -523,10 +441,6 @@ def train(args: Args, run: Run) -> None:
         # learn: every train_frequency vector steps, gradient_steps updates per env stepped
         vector_steps = run.global_step // args.num_envs
         if run.global_step > args.learning_starts and vector_steps % args.train_frequency == 0:
-            learning_rate = args.learning_rate
-            if args.anneal_lr:  # linear decay: a settled final network (see docstring)
-                learning_rate *= 1.0 - (run.global_step - args.num_envs) / args.total_timesteps
-            set_learning_rate(q_optimizer, learning_rate)
             for _ in range(args.gradient_steps * args.num_envs):
                 run.gradient_updates += 1
                 losses = train_step(
@@ -535,42 +449,41 @@ def train(args: Args, run: Run) -> None:
                     target_entropy, args.double_soft_q, args.loss,
                     update_target=run.gradient_updates % args.target_network_frequency == 0,
                 )  # fmt: skip
+                lr_scheduler.step()  # the next update's rate
         if losses:  # the latest round's losses, also when this vector step had no round
-            run.log_losses(losses)
-        run.end_iteration(obs)
+            run.log_losses(losses | {"charts/learning_rate": lr_scheduler.get_last_lr()[0]})
+        run.end_iteration()
 
 
 # ==== run harness: the same text, byte for byte, in sac_v2, sac_v1, sql_discrete and sql_continuous
-"""Everything a run needs besides its algorithm: run directory, metrics.jsonl / summary.json /
-wandb, evaluation, atomic checkpoints and exact resume, Ctrl-C/SIGTERM, the shared flags' checks,
-the device, --eval-checkpoint, and the command line's exit statuses (2 bad input, 1 diverged).
-
-The algorithm above hands it:
-  ALGORITHM                        the script's name, stamped into every summary and saved file
-  Args                             the flags (the shared ones mean the same in every script)
-  check_args(args)                 raises UsageError for the algorithm's own bad flags
-  check_env_spaces(env, env_id)    raises UsageError for an env the algorithm cannot handle
-  load_policy(saved, args, env, device)  the evaluation policy of a saved model.pt/checkpoint.pt
-                                   (networks as saved, evaluation flags from `args`)
-  train(args, run)                 the training loop, which drives the Run:
-      obs = run.start(model, training, policy, report)   what to save (name -> module, optimizer,
-          buffer or tensor; `model` also goes to model.pt), the evaluation policy (a batch of
-          observations -> env actions; an optional `policy.diagnostics(run)` -> {name: value}
-          adds eval/<name> to each eval row and <name> to the summary, and may write into
-          run.dir) and
-          report() -> {"alpha": ..., ...} for progress lines and the summary; restores all of it
-          on --resume and returns the envs' current observations
-      run.record_step(rewards, terminated, truncated)    count env steps, log finished episodes
-      run.log_losses(losses)       every --log-frequency env steps: one host sync, NaN check
-      run.end_iteration(obs)       evaluate, checkpoint and print as the step count crosses them
-      run.running(), run.device, run.envs, run.global_step, run.gradient_updates, run.policy_updates
+"""Run directory, metrics.jsonl, summary.json, wandb, evaluation, checkpoints, resume, Ctrl-C and
+exit statuses (0 done, 1 diverged, 2 bad input, 130 interrupted with a checkpoint). It needs from
+the algorithm: ALGORITHM, Args, FLAG_RULES, check_env_spaces, load_policy and train(args, run),
+which drives a Run:
+    obs = run.start(model, training, policy, report)  what to save ({name: module, optimizer, buffer
+        or tensor}; `model` also goes to model.pt), the evaluation policy (observations -> env
+        actions; an optional policy.diagnostics(run) adds summary keys and eval/ rows) and report()
+        -> {"alpha": ...}. --resume restores them all, the counters and torch's RNG; episodes in
+        flight start afresh (env internals are not saved).
+    run.record_step(rewards, terminated, truncated); run.log_losses(losses) (every --log-frequency
+    steps: one host sync and the NaN check); run.end_iteration() (evaluate, checkpoint, print);
+    run.compiled(fn) (fn as --compile / --cudagraphs ask); run.running(), run.device, run.envs,
+    run.cuda_graphs, run.global_step, run.gradient_updates, run.policy_updates.
 """
 
 STOP_REQUESTED = threading.Event()  # set by the command line's Ctrl-C/SIGTERM handler
-# Flags a resumed run takes from the command line when typed; all others come from the checkpoint.
+# The flags a resumed run takes from its command line when typed; all others from the checkpoint.
 RESUME_OVERRIDES = {"total_timesteps", "checkpoint_frequency", "eval_frequency", "log_frequency"}
-RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model"}
-RESUME_OVERRIDES |= {"compile", "cudagraphs"}
+RESUME_OVERRIDES |= {"track", "cuda", "torch_threads", "eval_episodes", "save_model", "compile"}
+POSITIVE, AT_LEAST_0 = ("positive", lambda v: v > 0), (">= 0", lambda v: v >= 0)
+SHARED_FLAG_RULES = {
+    **dict.fromkeys(["total_timesteps", "num_envs", "buffer_size", "batch_size"], POSITIVE),
+    **dict.fromkeys(["eval_episodes", "log_frequency"], POSITIVE),
+    **dict.fromkeys(["learning_starts", "eval_frequency", "checkpoint_frequency"], AT_LEAST_0),
+    "torch_threads": AT_LEAST_0,
+    "gamma": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "tau": ("in (0, 1]", lambda v: 0 < v <= 1),
+}
 
 
 class UsageError(Exception):
@@ -581,27 +494,18 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or weight: the run stops, the last good checkpoint stays, exit status 1."""
 
 
-def check_shared_args(args: Args) -> None:
-    """The shared flags' checks, then the algorithm's own (check_args)."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes"]
-    at_least_0 = ["learning_starts", "eval_frequency", "checkpoint_frequency", "torch_threads"]
-    rules = [(name, "positive", getattr(args, name) > 0) for name in [*positive, "log_frequency"]]
-    rules += [(name, ">= 0", getattr(args, name) >= 0) for name in at_least_0]
-    rules += [("gamma", "in [0, 1)", 0 <= args.gamma < 1), ("tau", "in (0, 1]", 0 < args.tau <= 1)]
-    for name, requirement, holds in rules:
-        if not holds:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be {requirement}, got {getattr(args, name)}"
-            )
+def check_flags(args: Args) -> None:
+    for name, (requirement, holds) in {**SHARED_FLAG_RULES, **FLAG_RULES}.items():
+        if not holds(getattr(args, name)):
+            flag = name.replace("_", "-")
+            raise UsageError(f"--{flag} must be {requirement}, got {getattr(args, name)}")
     if args.batch_size > args.buffer_size:
         raise UsageError(f"--batch-size {args.batch_size} exceeds --buffer-size {args.buffer_size}")
-    check_args(args)
 
 
 def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """gym.make, with the failures a user can cause turned into one-line UsageErrors."""
     try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+        env = gym.make(env_id, render_mode=render_mode)
     except gym.error.DependencyNotInstalled as err:
         raise UsageError(f"{env_id} needs a missing dependency: {err}") from None
     except gym.error.Error as err:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
@@ -610,45 +514,18 @@ def make_checked_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def get_env_state(env: gym.Env) -> dict | None:
-    """Everything step() depends on, for MuJoCo and envs with an array `state`; else None."""
-    base, state = env.unwrapped, {"np_random": env.unwrapped.np_random.bit_generator.state}
-    if hasattr(base, "model") and hasattr(base, "data"):  # MuJoCo: its full integration state
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state["mujoco"] = torch.zeros(mujoco.mj_stateSize(base.model, spec), dtype=torch.float64)
-        mujoco.mj_getState(base.model, base.data, state["mujoco"].numpy(), spec)
-    elif isinstance(getattr(base, "state", None), np.ndarray | tuple | list):  # classic control
-        state["state"] = torch.as_tensor(np.asarray(base.state, dtype=np.float64))
-    else:
-        return None
-    state["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
-    return state
-
-
-def set_env_state(env: gym.Env, state: dict) -> None:
-    base = env.unwrapped
-    base.np_random.bit_generator.state = state["np_random"]
-    if "mujoco" in state:
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), spec)
-        mujoco.mj_forward(base.model, base.data)
-    else:
-        base.state = state["state"].numpy().copy()
-    env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
-
-
 def load_saved(path: str, flag: str) -> dict:
     """A model.pt / checkpoint.pt of this algorithm, loaded with weights_only=True and checked."""
+    wanted = "a checkpoint.pt" if flag == "--resume" else "a model.pt or checkpoint.pt"
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} '{path}' is a directory; give {wanted} file, e.g. in runs/<run>/")
     if not os.path.isfile(path):
-        raise UsageError(f"{flag} file '{path}' does not exist")
+        raise UsageError(f"{flag} file '{path}' does not exist; give {wanted} of a {ALGORITHM} run")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
-        raise UsageError(f"{flag} file '{path}' cannot be read ({type(err).__name__})") from None
+        raise UsageError(f"{flag} '{path}' cannot be read by torch.load ({type(err).__name__}); "
+                         f"give {wanted} of a {ALGORITHM} run") from None  # fmt: skip
     if not isinstance(saved, dict) or saved.get("algorithm") != ALGORITHM:
         raise UsageError(f"'{path}' is not a {ALGORITHM} model.pt or checkpoint.pt")
     if flag == "--resume" and "loop" not in saved:
@@ -666,44 +543,27 @@ def save_atomically(payload: dict, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-@torch.inference_mode()
-def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Undiscounted returns of `policy`; episode k resets the env and torch's RNG with seed + k,
-    inside fork_rng, so evaluating never changes the training run's random stream."""
-    returns = []
-    for episode in range(episodes):
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed + episode)
-            obs, _ = env.reset(seed=seed + episode)
-            done, episode_return = False, 0.0
-            while not done:
-                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
-                obs, reward, terminated, truncated, _ = env.step(policy(obs_tensor)[0])
-                episode_return, done = episode_return + float(reward), terminated or truncated
-        returns.append(episode_return)
-    return returns
-
-
 class Run:
     """One run's directory, envs, counters and logs; see the interface above."""
 
-    def __init__(self, args: Args, saved: dict | None = None, run_dir: str | None = None):
+    def __init__(self, args: Args, saved: dict | None = None):
         self.args, self.saved = args, saved
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        # More threads than free cores make torch's thread pool spin against other runs (a 10×
-        # slowdown measured with three runs on 2 cores); small MLPs gain little past 4 threads.
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(args.torch_threads or max(1, min(4, cores // 2)))
+        # More threads than free cores make the runs sharing a machine spin against each other.
+        torch.set_num_threads(args.torch_threads or max(1, min(4, (os.cpu_count() or 1) // 2)))
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         if args.cuda and self.device.type == "cpu":
             print("notice: CUDA is not available, running on CPU", flush=True)
+        self.cuda_graphs = args.cudagraphs and self.device.type == "cuda"
+        if args.cudagraphs and not self.cuda_graphs:
+            print("notice: --cudagraphs needs CUDA; running with --compile alone", flush=True)
         if args.capture_video:  # render off-screen: MuJoCo through EGL, pygame with no display
             os.environ.setdefault("MUJOCO_GL", "egl")
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # (and no SDL warning on stderr)
-        # Envs are built, and so the env id checked, before anything is written.
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        # The envs are built, and so the env id checked, before anything is written.
         self.eval_env = make_checked_env(args.env_id, "rgb_array" if args.capture_video else None)
         self.envs = gym.vector.SyncVectorEnv(
             [lambda: gym.make(args.env_id)] * args.num_envs,
@@ -711,21 +571,19 @@ class Run:
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.dir = run_dir or os.path.join("runs", name)
-        for copy in range(2, 1000):  # two runs started in the same second get their own directory
+        self.dir = (os.path.dirname(args.resume) or ".") if saved else os.path.join("runs", name)
+        for copy in range(2, 1000):  # two runs started in the same second get a directory each
             try:
-                os.makedirs(self.dir, exist_ok=bool(run_dir))
+                os.makedirs(self.dir, exist_ok=bool(saved))
                 break
             except FileExistsError:
                 self.dir = os.path.join("runs", f"{name}-{copy}")
         if args.capture_video:  # film the first episode of every evaluation
             self.eval_env = gym.wrappers.RecordVideo(
-                self.eval_env,
-                os.path.join(self.dir, "videos"),
+                self.eval_env, os.path.join(self.dir, "videos"), name_prefix="eval",
                 episode_trigger=lambda episode: episode % args.eval_episodes == 0,
-                name_prefix="eval",
                 disable_logger=True,
-            )
+            )  # fmt: skip
         metrics_path, rows = os.path.join(self.dir, "metrics.jsonl"), []
         if saved and os.path.exists(metrics_path):  # keep the rows logged up to the checkpoint
             with open(metrics_path) as f:
@@ -736,53 +594,51 @@ class Run:
         if args.track:
             import wandb
 
-            run_id = os.path.basename(self.dir)[-64:]
+            run_name = os.path.basename(self.dir)
             self.wandb = wandb.init(
                 project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                name=os.path.basename(self.dir), dir=self.dir, id=run_id, resume="allow",
+                name=run_name, dir=self.dir, id=run_name[-64:], resume="allow",
             )  # fmt: skip
         self.global_step = self.gradient_updates = self.policy_updates = 0
         self.episode_returns = np.zeros(args.num_envs)
         self.episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
         self.recent_returns: deque[float] = deque(maxlen=10)
         self.start_time = self.last_print = time.time()
-        self.learn_start, self.eval_seconds, self.last_eval, self.report = None, 0.0, None, dict
+        self.time_before, self.eval_seconds, self.learn_start, self.last_eval = 0.0, 0.0, None, None
 
     def start(self, model: dict, training: dict, policy, report) -> np.ndarray:
         self.model, self.training, self.policy, self.report = model, training, policy, report
-        self.obs = self.envs.reset(seed=self.args.seed)[0]  # a resumed env, too, must be reset
         if self.saved is None:
-            return self.obs
+            return self.envs.reset(seed=self.args.seed)[0]
         for name, item in {**model, **training}.items():
             if isinstance(item, torch.Tensor):
                 with torch.no_grad():
                     item.copy_(self.saved[name])
             else:
                 item.load_state_dict(self.saved[name])
-        loop = self.saved["loop"]
+        loop, rng = self.saved["loop"], self.saved["rng"]
         self.global_step, self.gradient_updates = loop["global_step"], loop["gradient_updates"]
         self.policy_updates, self.last_eval = loop["policy_updates"], loop["last_eval"]
-        self.episode_returns[:], self.episode_lengths[:] = loop["returns"], loop["lengths"]
+        self.time_before = loop["train_time_s"]
         self.recent_returns.extend(loop["recent_returns"])
-        torch.set_rng_state(self.saved["rng"]["torch"])
-        if self.device.type == "cuda" and self.saved["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(self.saved["rng"]["cuda"])
-        if loop["env_states"] is None:  # e.g. Box2D, whose state cannot be saved
-            print("notice: this env's state cannot be restored; resuming with fresh episodes")
-            self.episode_returns[:], self.episode_lengths[:] = 0.0, 0
-            self.obs = self.envs.reset(seed=self.args.seed + self.global_step)[0]
-            return self.obs
-        for env, state in zip(self.envs.envs, loop["env_states"], strict=True):
-            set_env_state(env, state)
-        self.obs = loop["obs"].numpy()
-        return self.obs
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        print(f"resumed {self.args.resume} at step {self.global_step:,} of "
+              f"{self.args.total_timesteps:,}; episodes in flight start afresh", flush=True)  # fmt: skip
+        return self.envs.reset(seed=self.args.seed + self.global_step)[0]
+
+    def compiled(self, fn):
+        """fn, torch.compile(fn) with --compile, and in its CUDA-graph mode with --cudagraphs."""
+        if not (self.args.compile or self.args.cudagraphs):
+            return fn
+        return torch.compile(fn, mode="reduce-overhead" if self.cuda_graphs else None)
 
     def running(self) -> bool:
         return self.global_step < self.args.total_timesteps and not STOP_REQUESTED.is_set()
 
     def crossed(self, every: int) -> bool:
-        """Did this iteration's env steps cross a multiple of `every` (0 = never)? Tied to
-        global_step alone, so a resumed run logs, evaluates and saves on the same steps."""
+        """Did this iteration's env steps cross a multiple of `every` (0 = never)?"""
         step = self.global_step
         return every > 0 and step // every > (step - self.args.num_envs) // every
 
@@ -798,7 +654,7 @@ class Run:
         self.episode_lengths += 1
         for i in np.flatnonzero(terminated | truncated):
             self.recent_returns.append(float(self.episode_returns[i]))
-            self.log({"charts/episodic_return": float(self.episode_returns[i]),
+            self.log({"charts/episodic_return": self.recent_returns[-1],
                       "charts/episodic_length": int(self.episode_lengths[i])})  # fmt: skip
             self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
         if self.learn_start is None and self.global_step > self.args.learning_starts:
@@ -812,99 +668,100 @@ class Run:
         return (self.global_step - self.learn_start[0]) / seconds
 
     def log_losses(self, losses: dict) -> None:
-        if not self.crossed(self.args.log_frequency):
-            return
-        values = {key: float(value) for key, value in losses.items()}
-        if bad := [key for key, value in values.items() if not math.isfinite(value)]:
-            raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
-        self.log({**values, "charts/SPS": self.learn_sps()})
+        if self.crossed(self.args.log_frequency):
+            values = {key: float(value) for key, value in losses.items()}
+            if bad := [key for key, value in values.items() if not math.isfinite(value)]:
+                raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {self.global_step}")
+            self.log({**values, "charts/SPS": self.learn_sps()})
 
+    @torch.inference_mode()
     def evaluate(self) -> None:
-        start = time.time()
-        args = self.args
-        returns = evaluate(
-            self.policy, self.eval_env, args.eval_episodes, args.seed + 100_000, self.device
-        )
-        mean, std = float(np.mean(returns)), float(np.std(returns))
-        row = {"eval/episodic_return": mean, "eval/episodic_return_std": std}
+        """Episode k resets the eval env and torch's RNG with seed + k inside fork_rng, so
+        evaluating never changes the training run's random stream."""
+        start, returns, seed = time.time(), [], self.args.seed + 100_000
+        for episode in range(self.args.eval_episodes):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed + episode)
+                obs, _ = self.eval_env.reset(seed=seed + episode)
+                done, returns = False, [*returns, 0.0]
+                while not done:
+                    obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+                    obs, reward, terminated, truncated, _ = self.eval_env.step(
+                        self.policy(obs_tensor[None])[0]
+                    )
+                    returns[-1], done = returns[-1] + float(reward), terminated or truncated
+        row = {"eval/episodic_return": float(np.mean(returns))}
+        row["eval/episodic_return_std"] = float(np.std(returns))
         diagnostics = self.policy.diagnostics(self) if hasattr(self.policy, "diagnostics") else {}
-        row.update({f"eval/{name}": value for name, value in diagnostics.items()})
-        self.log(row)
+        self.log(row | {f"eval/{name}": value for name, value in diagnostics.items()})
         self.last_eval = {"step": self.global_step, **row, "diagnostics": diagnostics}
-        step, n = self.global_step, len(returns)
-        print(f"eval  step {step:>9,}: return {mean:.1f} ± {std:.1f} over {n} episodes", flush=True)
+        print(f"eval  step {self.global_step:>9,}: return {row['eval/episodic_return']:.1f} ± "
+              f"{row['eval/episodic_return_std']:.1f} over {len(returns)} episode"
+              + "s" * (len(returns) > 1), flush=True)  # fmt: skip
         self.eval_seconds += time.time() - start if self.learn_start else 0.0
 
     def saved_model(self) -> dict:
         """model.pt's content: the `model` entries, args and report; raises on non-finite weights."""
         model = {name: item.state_dict() if isinstance(item, nn.Module) else item.detach().cpu()
                  for name, item in self.model.items()}  # fmt: skip
-        tensors = [
-            t
-            for item in model.values()
-            for t in (item.values() if isinstance(item, dict) else [item])
-        ]
+        tensors = [t for i in model.values() for t in (i.values() if isinstance(i, dict) else [i])]
         if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
             raise TrainingDiverged(f"non-finite network weights at step {self.global_step}")
         saved = {"algorithm": ALGORITHM, "args": asdict(self.args), "report": self.report()}
         return {**saved, "global_step": self.global_step, **model}
 
-    def save_checkpoint(self, obs: np.ndarray) -> None:
+    def save_checkpoint(self) -> None:
         checkpoint = self.saved_model()
         checkpoint.update({name: item.state_dict() for name, item in self.training.items()})
-        env_states = [get_env_state(env) for env in self.envs.envs]
         checkpoint["loop"] = {
             "global_step": self.global_step, "gradient_updates": self.gradient_updates,
             "policy_updates": self.policy_updates, "last_eval": self.last_eval,
-            "returns": self.episode_returns.tolist(), "lengths": self.episode_lengths.tolist(),
-            "recent_returns": list(self.recent_returns), "obs": torch.as_tensor(obs),
-            "env_states": None if None in env_states else env_states,
+            "recent_returns": list(self.recent_returns),
+            "train_time_s": self.time_before + time.time() - self.start_time,
         }  # fmt: skip
-        cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda}  # all the run draws from
         save_atomically(checkpoint, os.path.join(self.dir, "checkpoint.pt"))
 
-    def end_iteration(self, obs: np.ndarray) -> None:
-        if self.crossed(self.args.eval_frequency) and self.global_step < self.args.total_timesteps:
+    def end_iteration(self) -> None:
+        args, step = self.args, self.global_step
+        if self.cuda_graphs:  # this iteration's graph outputs have been used: their memory is free
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.crossed(args.eval_frequency) and step < args.total_timesteps:
             self.evaluate()
-        if self.crossed(self.args.checkpoint_frequency):
-            self.save_checkpoint(obs)
+        if self.crossed(args.checkpoint_frequency):
+            self.save_checkpoint()
         if time.time() - self.last_print > 5.0:
-            self.last_print, args, sps = time.time(), self.args, self.learn_sps()
-            eta = (
-                f"{(args.total_timesteps - self.global_step) / sps / 60:5.1f} min"
-                if sps
-                else "(warm-up)"
-            )
-            recent = f"{np.mean(self.recent_returns):9.1f}" if self.recent_returns else "      n/a"
-            print(f"step {self.global_step:>9,}/{args.total_timesteps:,} ({100 * self.global_step / args.total_timesteps:5.1f}%)"
-                  f" | ETA {eta} | train return {recent} | SPS {sps or 0:6.0f} | alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
-        self.obs = obs
+            self.last_print, sps = time.time(), self.learn_sps()
+            eta = f"{(args.total_timesteps - step) / sps / 60:.1f} min" if sps else "(warm-up)"
+            recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "n/a"
+            print(f"step {step:,}/{args.total_timesteps:,} ({step / args.total_timesteps:.0%}) | "
+                  f"ETA {eta} | train return {recent} | SPS {sps or 0:.0f} | "
+                  f"alpha {self.report()['alpha']:.4g}", flush=True)  # fmt: skip
 
     def save_final(self, status: str) -> None:
         """The final evaluation, checkpoint and model.pt of a run that ended well."""
         model = self.saved_model()  # checks the weights first: a NaN model is never saved
         if status == "finished" and (self.last_eval or {}).get("step") != self.global_step:
             self.evaluate()  # always end with an evaluation of the final policy
-        if self.args.checkpoint_frequency or status == "interrupted":
-            self.save_checkpoint(self.obs)
+        if self.args.checkpoint_frequency or self.saved or status == "interrupted":
+            self.save_checkpoint()
         if self.args.save_model:
             save_atomically(model, os.path.join(self.dir, "model.pt"))
 
     def finish(self, status: str) -> dict:
         """summary.json, close everything, and the final console line."""
-        args, learn_sps = self.args, self.learn_sps()
-        last_eval = self.last_eval or {}
+        args, last_eval = self.args, self.last_eval or {}
         summary = {
             "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "status": status,
             "global_step": self.global_step, "gradient_updates": self.gradient_updates,
-            "policy_updates": self.policy_updates, "train_time_s": time.time() - self.start_time,
-            "learn_sps": learn_sps,
+            "policy_updates": self.policy_updates, "learn_sps": self.learn_sps(),
+            "train_time_s": self.time_before + time.time() - self.start_time,
             "episodic_return_last": float(np.mean(self.recent_returns)) if self.recent_returns else None,
             "eval_return_mean": last_eval.get("eval/episodic_return"),
             "eval_return_std": last_eval.get("eval/episodic_return_std"),
             "eval_episodes": args.eval_episodes if last_eval else 0, **self.report(),
-            **last_eval.get("diagnostics", {}),
+            **last_eval.get("diagnostics", {}), "args": json.loads(json.dumps(asdict(args))),
         }  # fmt: skip
         save_atomically(summary, os.path.join(self.dir, "summary.json"))
         self.metrics.close()
@@ -912,38 +769,36 @@ class Run:
             self.wandb.finish()
         self.envs.close()
         self.eval_env.close()
-        evaluation = (
-            f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}"
-            if last_eval
-            else "no evaluation"
-        )
-        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | {evaluation} | results in {self.dir}", flush=True)  # fmt: skip
+        evaluation = f"eval return {last_eval['eval/episodic_return']:.1f}" if last_eval else ""
+        print(f"{status}: {self.global_step:,} steps in {summary['train_time_s']:.0f} s | "
+              f"{evaluation or 'no evaluation'} | results in {self.dir}", flush=True)  # fmt: skip
         if status == "interrupted":
-            print(f"continue with: --resume {os.path.join(self.dir, 'checkpoint.pt')}", flush=True)
+            checkpoint = os.path.join(self.dir, "checkpoint.pt")
+            print(f"continue with: python {ALGORITHM}.py --resume {checkpoint}", flush=True)
         return {**summary, "run_dir": self.dir}
 
 
-def resumed_args(saved_args: dict, args: Args, typed: set[str] | None) -> Args:
-    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed.
-    Called from Python (typed=None), a flag counts as typed when it differs from its default."""
-    if typed is None:
-        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
-    merged = {**saved_args, "resume": args.resume}
-    merged.update({name: getattr(args, name) for name in RESUME_OVERRIDES & typed})
+def resumed_args(saved_args: dict, args: Args, typed: set[str]) -> Args:
+    """A resumed run keeps its saved settings, except the RESUME_OVERRIDES flags the user typed."""
+    merged = saved_args | {name: getattr(args, name) for name in RESUME_OVERRIDES & typed}
+    merged["resume"] = args.resume
     return Args(**{f.name: merged[f.name] for f in fields(Args) if f.name in merged})
 
 
-def evaluate_checkpoint(args: Args) -> dict:
+def evaluate_checkpoint(args: Args, typed: set[str]) -> dict:
     """--eval-checkpoint: evaluate a saved policy on its env (with video if asked); train nothing."""
     saved = load_saved(args.eval_checkpoint, "--eval-checkpoint")
-    args = replace(args, env_id=saved["args"]["env_id"], exp_name=f"{args.exp_name}-eval")
+    env_id = saved["args"]["env_id"]
+    if "env_id" in typed and args.env_id != env_id:
+        raise UsageError(f"--env-id {args.env_id}: '{args.eval_checkpoint}' was trained on "
+                         f"{env_id}; leave --env-id out to evaluate it there")  # fmt: skip
+    args = replace(args, env_id=env_id, exp_name=f"{args.exp_name}-eval", num_envs=1)
     try:  # a first load on CPU checks the file before anything is written
-        load_policy(saved, args, make_checked_env(args.env_id), torch.device("cpu"))
+        load_policy(saved, args, make_checked_env(env_id), torch.device("cpu"))
     except (RuntimeError, KeyError) as err:
-        raise UsageError(f"'{args.eval_checkpoint}' does not fit {args.env_id} ({err})") from None
-    run = Run(replace(args, num_envs=1))
-    policy = load_policy(saved, args, run.eval_env, run.device)
-    run.start({}, {}, policy, lambda: saved["report"])
+        raise UsageError(f"'{args.eval_checkpoint}' does not fit {env_id} ({err})") from None
+    run = Run(args)
+    run.start({}, {}, load_policy(saved, args, run.eval_env, run.device), lambda: saved["report"])
     run.global_step = saved["global_step"]
     run.evaluate()
     return run.finish("evaluated")
@@ -951,27 +806,23 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 def main(args: Args, typed: set[str] | None = None) -> dict:
     """Train (or, with --eval-checkpoint, evaluate) as `args` say; returns the summary and run_dir.
-    `typed` names the flags typed on the command line (it decides what a --resume overrides)."""
-    check_shared_args(args)
+    `typed`: the flags typed on the command line (from Python: those that differ from the default)."""
+    if typed is None:
+        typed = {f.name for f in fields(Args) if getattr(args, f.name) != getattr(Args(), f.name)}
+    check_flags(args)
     if args.eval_checkpoint:
-        return evaluate_checkpoint(args)
-    saved = None
-    if args.resume:
-        saved = load_saved(args.resume, "--resume")
+        return evaluate_checkpoint(args, typed)
+    saved = load_saved(args.resume, "--resume") if args.resume else None
+    if saved:
         args = resumed_args(saved["args"], args, typed)
-        check_shared_args(args)
-    run_dir = (os.path.dirname(args.resume) or ".") if saved else None  # a resumed run stays put
-    run = Run(args, saved, run_dir)
-    status = "crashed"  # stays only if an unexpected exception escapes
+        check_flags(args)
+    run, status = Run(args, saved), "crashed"  # "crashed" stays if an unexpected error escapes
     try:
         train(args, run)
         status = "interrupted" if STOP_REQUESTED.is_set() else "finished"
         run.save_final(status)
-    except TrainingDiverged:
-        status = "diverged"
-        raise
-    except KeyboardInterrupt:  # main() called from Python: Ctrl-C stops at once, as it should
-        status = "aborted"
+    except (TrainingDiverged, KeyboardInterrupt) as err:  # (main() called from Python: Ctrl-C
+        status = "diverged" if isinstance(err, TrainingDiverged) else "aborted"  # stops at once)
         raise
     finally:
         summary = run.finish(status)
@@ -984,40 +835,11 @@ def typed_flags(argv: list[str]) -> set[str]:
     return names | {name[3:] for name in names if name.startswith("no_")}
 
 
-def tyro_message(box: str) -> str:
-    """The message in tyro's error box (unicode or ASCII-drawn): its first text after a rule."""
-    rules = set("─-+")  # rule lines; the box's top and bottom borders start with ╭ and ╰
-    message, after_rule = [], False
-    for line in (line.strip().strip("│|").strip() for line in box.splitlines()):
-        if line.startswith(("╭", "╰")) or (line and set(line) <= rules):
-            if message:
-                break
-            after_rule = True
-        elif line and after_rule:
-            message.append(line)
-        elif message:  # a blank line ends it too
-            break
-    return " ".join(message).removeprefix("Error ") or box.strip()
-
-
 def command_line(argv: list[str] | None = None) -> int:
-    """The script's entry: parse the flags, turn the first Ctrl-C/SIGTERM into a clean stop with
-    a checkpoint (the second Ctrl-C aborts), and map errors to exit statuses."""
+    """tyro parses the flags (its own message and exit status 2 for what it cannot parse); the
+    first Ctrl-C/SIGTERM stops after the step with a checkpoint (a second Ctrl-C aborts)."""
     argv = sys.argv[1:] if argv is None else argv
-    tyro_errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(tyro_errors):
-            args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
-    except SystemExit as stop:  # after --help (0), or a value tyro cannot parse (2)
-        if stop.code == 2:  # one line, not tyro's box
-            message = tyro_message(tyro_errors.getvalue())
-            print(f"error: {message} (--help lists the flags)", file=sys.stderr)
-        else:
-            sys.stderr.write(tyro_errors.getvalue())
-        return stop.code
-    if unknown:  # a mistyped flag: one line, not tyro's box
-        print(f"error: unknown flags {' '.join(unknown)} (--help lists them)", file=sys.stderr)
-        return 2
+    args = tyro.cli(Args, args=argv)
 
     def request_stop(signum, frame):
         if STOP_REQUESTED.is_set() and signum == signal.SIGINT:

@@ -48,7 +48,7 @@ class CountingEnv(gym.Env):
             self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         else:
             self.action_space = gym.spaces.Discrete(2)
-        self.state = np.zeros(2)  # [t, episode]; an ndarray `state` lets checkpoints capture it
+        self.state = np.zeros(2)  # [t, episode]
         self.state[1] = -1
 
     def _obs(self):
@@ -67,16 +67,17 @@ class CountingEnv(gym.Env):
 
 
 class InterruptingCountingEnv(CountingEnv):
-    """CountingEnv that sends its own process SIGINT (a Ctrl-C) on its `INTERRUPT_AT["call"]`-th step."""
+    """CountingEnv that sends its own process `INTERRUPT_AT["signal"]` (default SIGINT, a Ctrl-C)
+    on its `INTERRUPT_AT["call"]`-th step."""
 
     def step(self, action):
         INTERRUPT_AT["calls"] += 1
         if INTERRUPT_AT["calls"] == INTERRUPT_AT["call"]:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), INTERRUPT_AT["signal"])
         return super().step(action)
 
 
-INTERRUPT_AT = {"call": None, "calls": 0}
+INTERRUPT_AT = {"call": None, "calls": 0, "signal": signal.SIGINT}
 MAX_EPISODE_STEPS = 5
 gym.register("softrl-test/Counting-v0", CountingEnv, max_episode_steps=MAX_EPISODE_STEPS)
 gym.register(

@@ -225,22 +225,13 @@ def test_critic_loss_reaches_only_the_critics():
     assert all(p.grad is None for p in qf_target.parameters())
 
 
-def test_actor_and_temperature_losses_reach_only_their_own_parameters():
-    actor, qf, qf_target = networks()
-    log_alpha = torch.tensor(0.1, requires_grad=True)
-    actor_loss, alpha_loss, _ = sac_v2.actor_and_temperature_loss(
-        actor, qf, log_alpha, random_transitions()[0], target_entropy=-2.0
-    )
-    actor_loss.backward()
+def test_actor_loss_reaches_the_actor_through_the_action():
+    actor, qf, _ = networks()
+    loss, log_prob = sac_v2.actor_loss(actor, qf, random_transitions()[0], torch.tensor(0.1))
+    loss.backward(inputs=list(actor.parameters()))  # as update() takes it
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
     assert all(p.grad is None for p in qf.parameters())
-    assert log_alpha.grad is None
-    for p in actor.parameters():
-        p.grad = None
-    alpha_loss.backward()
-    assert log_alpha.grad is not None and log_alpha.grad != 0
-    assert all(p.grad is None for p in actor.parameters())
-    assert all(p.grad is None for p in qf.parameters())
+    assert log_prob.requires_grad  # J(α) gets log π and detaches it itself
 
 
 def test_actor_loss_follows_the_gradient_of_the_critic_through_the_action():
@@ -248,12 +239,35 @@ def test_actor_loss_follows_the_gradient_of_the_critic_through_the_action():
     actor, qf, _ = networks()
     obs = random_transitions()[0]
     torch.manual_seed(5)
-    loss, _, _ = sac_v2.actor_and_temperature_loss(actor, qf, torch.tensor(0.0), obs, -2.0)
+    loss, _ = sac_v2.actor_loss(actor, qf, obs, torch.tensor(1.0))
     with_critic = torch.autograd.grad(loss, list(actor.parameters()))
     torch.manual_seed(5)
     action, log_prob = actor.sample(obs)
     entropy_only = torch.autograd.grad(log_prob.mean(), list(actor.parameters()))
     assert any(not torch.allclose(a, b) for a, b in zip(with_critic, entropy_only, strict=True))
+
+
+def test_critic_target_draws_the_next_action_at_the_next_state(monkeypatch):
+    """y uses a′ ~ π(·|s′) and log π(a′|s′): with a policy whose mean differs between s and s′, an
+    oracle built from torch.distributions at s′ matches, one built at s does not."""
+    actor, qf, qf_target = networks()
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # ε = 0: a′ = tanh(μ(s′))
+    batch = random_transitions()
+    obs, action, reward, terminated, next_obs = batch
+    alpha, gamma = torch.tensor(0.3), 0.9
+    loss, _ = sac_v2.critic_loss(qf, qf_target, actor, batch, alpha, gamma)
+
+    def oracle(state):
+        with torch.no_grad():
+            mean, log_std = actor(state)
+            next_action = torch.tanh(mean)
+            log_prob = reference_distribution(mean, log_std).log_prob(next_action).sum(-1)
+            next_q = qf_target(next_obs, next_action).min(dim=0).values
+            y = reward[:, 0] + gamma * (1 - terminated[:, 0]) * (next_q - alpha * log_prob)
+            return 0.5 * (qf(obs, action) - y).pow(2).mean(dim=1).sum().item()
+
+    assert loss.item() == pytest.approx(oracle(next_obs), rel=1e-4)
+    assert abs(oracle(obs) - oracle(next_obs)) > 1e-2 * abs(oracle(next_obs))  # the test can tell
 
 
 def test_polyak_update_matches_its_formula():
@@ -265,20 +279,26 @@ def test_polyak_update_matches_its_formula():
         assert new.grad is None and not new.requires_grad
 
 
-def one_update(qf_target_offset: float, q_lr: float = 0.0):
-    """One sac_v2.update from a fixed start; the target critics shifted by `qf_target_offset`."""
+def one_update(qf_target_offset=0.0, q_lr=0.0, optimizer=torch.optim.Adam, reward_scale=1.0,
+               flat_critics=False, autotune=True, **settings):  # fmt: skip
+    """One sac_v2.update from a fixed start; the target critics shifted by `qf_target_offset`,
+    every network stepped by `optimizer(params, lr, **settings)`."""
     actor, qf, qf_target = networks()
     with torch.no_grad():
+        if flat_critics:  # Q_i(s, a) = constant: only the entropy term moves the actor
+            for weight in qf.weights:
+                weight.zero_()
         for p_target, p in zip(qf_target.parameters(), qf.parameters(), strict=True):
             p_target.copy_(p + qf_target_offset)
-    log_alpha = torch.tensor(-1.0, requires_grad=True)
+    log_alpha = torch.tensor(-1.0, requires_grad=autotune)
     optimizers = [
-        torch.optim.Adam(qf.parameters(), lr=q_lr),
-        torch.optim.Adam(actor.parameters(), lr=1e-2),
-        torch.optim.Adam([log_alpha], lr=1e-2),
+        optimizer(qf.parameters(), lr=q_lr, **settings),
+        optimizer(actor.parameters(), lr=1e-2, **settings),
+        optimizer([log_alpha], lr=1e-2, **settings) if autotune else None,
     ]
     torch.manual_seed(7)
-    batch = random_transitions()
+    obs, action, reward, terminated, next_obs = random_transitions()
+    batch = (obs, action, reward * reward_scale, terminated, next_obs)
     losses = sac_v2.update(batch, actor, qf, qf_target, log_alpha, *optimizers, 0.99, 0.005, -2.0)
     return actor, qf, qf_target, log_alpha, losses
 
@@ -323,25 +343,65 @@ def test_twin_critics_are_two_independent_mlps():
         torch.testing.assert_close(qf(obs, action)[i], hidden.squeeze(-1))
 
 
-def test_bf16_autocast_keeps_float32_outputs_close_to_the_float32_networks():
-    """--bf16 runs hidden layers in bfloat16 but the Q values and the policy head in float32."""
-    actor, qf, _ = networks()
-    obs, action = random_transitions()[:2]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        q_bf16, (mean_bf16, log_std_bf16) = qf(obs, action), actor(obs)
-    assert q_bf16.dtype == mean_bf16.dtype == log_std_bf16.dtype == torch.float32
-    q, (mean, log_std) = qf(obs, action), actor(obs)
-    assert not torch.equal(q_bf16, q)  # the hidden layers really ran in lower precision
-    # bf16 keeps 8 significant bits: errors of a few parts in a thousand of each layer's scale.
-    torch.testing.assert_close(q_bf16, q, atol=0.02 * q.abs().max().item(), rtol=0)
-    torch.testing.assert_close(mean_bf16, mean, atol=0.02 * mean.abs().max().item(), rtol=0)
-    torch.testing.assert_close(log_std_bf16, log_std, atol=0.02, rtol=0)
+def parameters(*networks) -> list[torch.Tensor]:
+    return [p.detach().clone() for network in networks for p in network.parameters()]
 
 
-def test_bf16_run_trains(in_tmp):
-    result = sac_v2.main(tiny_args(bf16=True))
-    assert result["gradient_updates"] == 200 and math.isfinite(result["eval_return_mean"])
-    assert result["alpha"] != 1.0
+def differ(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_the_actor_step_leaves_the_critics_gradients_as_the_critic_loss_made_them():
+    """Each loss reaches only its own network: after update(), the critics' .grad is J_Q's alone."""
+    actor, qf, _, _, _ = one_update(q_lr=1e-2)
+    actor_0, qf_0, qf_target_0 = networks()
+    qf_target_0.load_state_dict(qf_0.state_dict())  # as one_update starts it
+    torch.manual_seed(7)
+    batch = random_transitions()
+    loss, _ = sac_v2.critic_loss(qf_0, qf_target_0, actor_0, batch, torch.tensor(-1.0).exp(), 0.99)
+    loss.backward()
+    for p, p_0 in zip(qf.parameters(), qf_0.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_0.grad)
+    assert all(p.grad is not None for p in actor.parameters())
+
+
+def test_the_optimizers_own_settings_hold():
+    """weight decay changes the step; SGD in place of Adam trains; clipping between backward()
+    and step() sees the gradients (the update keeps the zero_grad/backward/step idiom)."""
+    plain = one_update(q_lr=1e-2)
+    decayed = one_update(q_lr=1e-2, weight_decay=10.0)
+    assert differ(parameters(plain[0], plain[1]), parameters(decayed[0], decayed[1]))
+    sgd = one_update(q_lr=1e-2, optimizer=torch.optim.SGD)
+    actor_0, qf_0, _ = networks()
+    assert differ(parameters(sgd[0]), parameters(actor_0))
+    assert differ(parameters(sgd[1]), parameters(qf_0))
+    assert all(torch.isfinite(value) for value in sgd[4].values())
+
+    class ClippingAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm=1e-3)
+            return super().step(closure)
+
+    unclipped = one_update(q_lr=1e-2, reward_scale=1e3, optimizer=torch.optim.SGD)
+    clipped = one_update(q_lr=1e-2, reward_scale=1e3, optimizer=ClippingAdam)
+    adam = one_update(q_lr=1e-2, reward_scale=1e3)
+    assert differ(parameters(clipped[1]), parameters(adam[1]))
+    assert differ(parameters(clipped[1]), parameters(unclipped[1]))
+
+
+def test_an_actor_step_against_flat_critics_raises_the_policy_entropy():
+    """J_π carries α∇_φ log π: with Q flat in the action, one actor step must raise the entropy."""
+    obs = random_transitions()[0]
+
+    def entropy(actor):  # −E[log π] on fixed noise
+        torch.manual_seed(3)
+        with torch.no_grad():
+            return -actor.sample(obs)[1].mean().item()
+
+    actor_0, _, _ = networks()
+    actor, _, _, _, losses = one_update(flat_critics=True, autotune=False)
+    assert entropy(actor) > entropy(actor_0) + 1e-3
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Tests of sql_continuous.py: the importance-sampled soft value against quadrature, the SVGD kernel
 and direction against hand computations and autograd, the amortized sampler on a known density,
-the update, the evaluation policies, the multi-goal env and figure, bad input of this script's own
-flags, and learning runs. The shared run harness is tested in test_harness.py."""
+the update (its optimizer idiom, its target at s′, each step reaching only its own network), the
+evaluation policies, the multi-goal env, its statistics and figure (benchmarks/multigoal_figure.py),
+bad input of this script's own flags, and learning runs. The shared run harness is tested in
+test_harness.py."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -15,11 +18,23 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import random_transitions
 from scipy import integrate
 
 import sql_continuous as sqlc
 
-SCRIPT = Path(__file__).resolve().parents[1] / "sql_continuous.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "sql_continuous.py"
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (that folder is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"softrl_benchmark_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_args(**overrides) -> sqlc.Args:
@@ -131,6 +146,33 @@ def test_critic_loss_on_a_hand_built_batch_bootstraps_truncation_not_termination
     torch.testing.assert_close(q_values, torch.ones(3))
 
 
+def test_critic_target_takes_the_next_soft_value_at_the_next_state():
+    """y uses V(s′) = α log ∫ exp(Q̄(s′, a)/α) da: with a Q̄ constant in the action but not in the
+    state, V has the closed form Q̄(s′) + α d log 2; an oracle at s′ matches, one at s does not."""
+    obs_dim, act_dim, alpha, gamma, scale = 3, 2, 0.5, 0.9, 2.0
+    torch.manual_seed(0)
+    qf, qf_target = sqlc.SoftQNetwork(obs_dim, act_dim, 16), sqlc.SoftQNetwork(obs_dim, act_dim, 16)
+    with torch.no_grad():
+        qf_target.net[0].weight[:, obs_dim:] = 0.0  # the action's columns: Q̄(s, a) = Q̄(s)
+    batch = random_transitions(seed=3, obs_dim=obs_dim, act_dim=act_dim)
+    obs, action, reward, terminated, next_obs = batch
+    loss, _, next_value = sqlc.critic_loss(qf, qf_target, batch, alpha, gamma, scale, num=5)
+
+    def oracle(state):
+        with torch.no_grad():
+            value = qf_target(state, torch.zeros(len(state), act_dim)) + alpha * act_dim * math.log(
+                2
+            )
+            y = scale * reward[:, 0] + gamma * (1 - terminated[:, 0]) * value
+            return value, 0.5 * (qf(obs, action) - y).pow(2).mean().item()
+
+    (value_next, loss_next), (value_now, loss_now) = oracle(next_obs), oracle(obs)
+    torch.testing.assert_close(next_value, value_next)
+    assert loss.item() == pytest.approx(loss_next, rel=1e-5)
+    assert (value_now - value_next).abs().max() > 1e-2  # the test can tell s from s′
+    assert abs(loss_now - loss_next) > 1e-3 * loss_next
+
+
 def test_each_loss_reaches_only_its_own_network():
     torch.manual_seed(0)
     sampler = sqlc.SamplingNetwork(3, 2, 16, -np.ones(2), np.ones(2))
@@ -142,7 +184,7 @@ def test_each_loss_reaches_only_its_own_network():
     assert all(p.grad is None for p in [*sampler.parameters(), *qf_target.parameters()])
     qf.zero_grad(set_to_none=True)
     log_density = sqlc.squashed_log_density(qf, alpha=0.5)
-    sqlc.svgd_sampler_loss(sampler, batch[0], log_density, 8, 0.5)[0].backward()
+    sqlc.svgd_sampler_loss(sampler, batch[0], log_density, 4, 4)[0].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in sampler.parameters())
     assert all(p.grad is None for p in qf.parameters())
 
@@ -230,9 +272,7 @@ def test_sampler_loss_moves_a_collapsed_sampler_up_the_log_density():
         sampler.net[-1].bias.copy_(torch.tensor([0.5, -1.0]))
     mode = torch.tensor([0.3, 0.2])
     log_density = lambda obs, u: -0.5 * (u - mode).pow(2).sum(-1)  # noqa: E731
-    loss, direction_norm, _ = sqlc.svgd_sampler_loss(
-        sampler, torch.randn(5, 2), log_density, 8, 0.5
-    )
+    loss, direction_norm, _ = sqlc.svgd_sampler_loss(sampler, torch.randn(5, 2), log_density, 4, 4)
     loss.backward()
     expected = -(mode - torch.tensor([0.5, -1.0]))  # −∇ log p(b) = b − mode
     torch.testing.assert_close(sampler.net[-1].bias.grad, expected)
@@ -264,7 +304,7 @@ def test_amortized_svgd_sampler_learns_a_bimodal_density():
         return bimodal_log_density_of_a(a) + sqlc.tanh_log_det(pre_tanh)
 
     for _ in range(1500):
-        loss, _, _ = sqlc.svgd_sampler_loss(sampler, obs, log_density, 32, 0.5)
+        loss, _, _ = sqlc.svgd_sampler_loss(sampler, obs, log_density, 16, 16)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -329,23 +369,121 @@ def networks():
     return sampler, sqlc.SoftQNetwork(3, 2, 16), sqlc.SoftQNetwork(3, 2, 16)
 
 
-def one_update(qf_target_offset: float, q_lr: float = 0.0, update_target: bool = False, tau=1.0):
-    """One sqlc.update from a fixed start; the target Q̄ is Q shifted by `qf_target_offset`."""
+def one_update(qf_target_offset=0.0, q_lr=0.0, update_target=False, tau=1.0, sampler_lr=1e-2,
+               optimizer=torch.optim.Adam, reward_scale=1.0, **settings):  # fmt: skip
+    """One sqlc.update from a fixed start; the target Q̄ is Q shifted by `qf_target_offset`, the
+    batch's rewards multiplied by `reward_scale`, both networks stepped by `optimizer(params, lr,
+    **settings)`. Returns (sampler, Q, Q̄, losses)."""
     sampler, qf, qf_target = networks()
     with torch.no_grad():
         for p_target, p in zip(qf_target.parameters(), qf.parameters(), strict=True):
             p_target.copy_(p + qf_target_offset)
     qf_target.requires_grad_(False)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=q_lr)
-    sampler_optimizer = torch.optim.Adam(sampler.parameters(), lr=1e-2)
-    batch = (torch.randn(32, 3), torch.rand(32, 2) * 2 - 1, torch.randn(32, 1))
-    batch += (torch.zeros(32, 1), torch.randn(32, 3))
-    args = sqlc.Args(env_id="Pendulum-v1", alpha=0.5, kernel_n_particles=8, tau=tau)
+    q_optimizer = optimizer(qf.parameters(), lr=q_lr, **settings)
+    sampler_optimizer = optimizer(sampler.parameters(), lr=sampler_lr, **settings)
+    obs, action, reward, terminated, next_obs = random_transitions()
+    batch = (obs, action, reward * reward_scale, terminated, next_obs)
     torch.manual_seed(7)
     losses = sqlc.update(
-        batch, sampler, qf, qf_target, q_optimizer, sampler_optimizer, args, update_target
+        batch,
+        sampler,
+        qf,
+        qf_target,
+        q_optimizer,
+        sampler_optimizer,
+        update_args(tau),
+        update_target,
     )
     return sampler, qf, qf_target, losses
+
+
+def update_args(tau=1.0) -> sqlc.Args:
+    return sqlc.Args(env_id="Pendulum-v1", alpha=0.5, kernel_n_particles=8, tau=tau)
+
+
+def parameters(*networks) -> list[torch.Tensor]:
+    return [p.detach().clone() for network in networks for p in network.parameters()]
+
+
+def differ(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_the_optimizers_own_settings_hold():
+    """weight decay changes the step; SGD in place of Adam trains; clipping between backward() and
+    step() sees the gradients (the update keeps the zero_grad/backward/step idiom)."""
+    plain = one_update(q_lr=1e-2)
+    decayed = one_update(q_lr=1e-2, weight_decay=10.0)
+    assert differ(parameters(plain[0]), parameters(decayed[0]))
+    assert differ(parameters(plain[1]), parameters(decayed[1]))
+    sgd = one_update(q_lr=1e-2, optimizer=torch.optim.SGD)
+    sampler_0, qf_0, _ = networks()
+    assert differ(parameters(sgd[0]), parameters(sampler_0))
+    assert differ(parameters(sgd[1]), parameters(qf_0))
+    assert all(torch.isfinite(value) for value in sgd[3].values())
+
+    def clipping(optimizer_class):
+        class Clipping(optimizer_class):
+            def step(self, closure=None):
+                params = [p for group in self.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, max_norm=1e-3)
+                return super().step(closure)
+
+        return Clipping
+
+    large = dict(q_lr=1e-2, reward_scale=1e3)  # a large J_Q gradient
+    clipped_adam = one_update(**large, optimizer=clipping(torch.optim.Adam))
+    assert differ(parameters(clipped_adam[1]), parameters(one_update(**large)[1]))
+    # SGD's step is lr·grad: clipped, Q moves by at most lr·1e-3; unclipped, by far more
+    clipped_sgd = one_update(**large, optimizer=clipping(torch.optim.SGD))
+    unclipped_sgd = one_update(**large, optimizer=torch.optim.SGD)
+
+    def distance(network):
+        moved = [
+            (a - b).flatten() for a, b in zip(parameters(network), parameters(qf_0), strict=True)
+        ]
+        return torch.cat(moved).norm().item()
+
+    assert 0 < distance(clipped_sgd[1]) <= 1e-2 * 1e-3 * 1.001 < distance(unclipped_sgd[1]) / 100
+
+
+def test_the_sampler_step_leaves_no_gradient_in_and_no_change_of_q():
+    """After update() with Q's lr 0, Q is as it started and its .grad is J_Q's gradient alone: the
+    SVGD step (∇ log p through Q included) added nothing; the sampler did get its gradient."""
+    sampler, qf, _, _ = one_update(q_lr=0.0)
+    _, qf_0, qf_target_0 = networks()
+    qf_target_0.load_state_dict(qf_0.state_dict())  # as one_update starts it
+    assert not differ(parameters(qf), parameters(qf_0))
+    torch.manual_seed(7)
+    loss = sqlc.critic_loss(qf_0, qf_target_0, random_transitions(), 0.5, 0.99, 5.0, 16)[0]
+    loss.backward()
+    for p, p_0 in zip(qf.parameters(), qf_0.parameters(), strict=True):
+        assert torch.equal(p.grad, p_0.grad)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in sampler.parameters())
+
+
+def test_the_q_step_does_not_move_the_sampler_and_the_sampler_step_uses_its_own_gradient():
+    """update() = the Q step, then the SVGD step on the updated Q, each with its own gradient: the
+    same two steps by hand give the same Q, the same sampler and the same sampler .grad."""
+    sampler, qf, _, _ = one_update(q_lr=1e-2)
+    sampler_0, qf_0, qf_target_0 = networks()
+    qf_target_0.load_state_dict(qf_0.state_dict())
+    q_optimizer = torch.optim.Adam(qf_0.parameters(), lr=1e-2)
+    sampler_optimizer = torch.optim.Adam(sampler_0.parameters(), lr=1e-2)
+    torch.manual_seed(7)
+    before = parameters(sampler_0)
+    q_optimizer.zero_grad()
+    sqlc.critic_loss(qf_0, qf_target_0, random_transitions(), 0.5, 0.99, 5.0, 16)[0].backward()
+    q_optimizer.step()
+    assert not differ(parameters(sampler_0), before)  # the Q step left the sampler alone
+    assert all(p.grad is None for p in sampler_0.parameters())
+    log_density = sqlc.squashed_log_density(qf_0, 0.5)
+    sqlc.svgd_sampler_loss(sampler_0, random_transitions()[0], log_density, 4, 4)[0].backward()
+    sampler_optimizer.step()
+    assert not differ(parameters(qf), parameters(qf_0))
+    assert not differ(parameters(sampler), parameters(sampler_0))
+    for p, p_0 in zip(sampler.parameters(), sampler_0.parameters(), strict=True):
+        assert torch.equal(p.grad, p_0.grad)
 
 
 def test_update_trains_the_sampler_against_the_online_q_not_the_target():
@@ -426,8 +564,6 @@ def test_eval_policy_flag_evaluates_the_sampler_in_training_and_from_a_saved_mod
     # --eval-checkpoint evaluates the saved networks as its own command line asks
     assert evaluate("sampler")["eval_return_mean"] == sampled["eval_return_mean"]
     assert evaluate("greedy")["eval_return_mean"] != sampled["eval_return_mean"]
-    with pytest.raises(sqlc.UsageError, match="--eval-policy must be greedy or sampler"):
-        sqlc.main(tiny_args(eval_policy="mean"))
 
 
 def test_multigoal_diagnostics_are_repeatable_and_leave_the_training_rng_alone(in_tmp):
@@ -446,7 +582,7 @@ def test_multigoal_diagnostics_are_repeatable_and_leave_the_training_rng_alone(i
     assert first == policy.diagnostics(run)
     assert set(first) == {"goals_reached", "rollouts_at_goal"}
     assert 0 <= first["goals_reached"] <= 4 and 0 <= first["rollouts_at_goal"] <= 50
-    assert not (in_tmp / "multigoal.png").exists()  # only --plot draws the figure
+    assert not (in_tmp / "multigoal.png").exists()  # only benchmarks/multigoal_figure.py draws
     run.args = sqlc.Args(env_id="Pendulum-v1")
     assert policy.diagnostics(run) == {}  # goal statistics only on MultiGoal-v0
 
@@ -504,26 +640,35 @@ def test_smoke_pendulum_performs_updates_and_logs_the_svgd_diagnostics(in_tmp):
     for key in ["losses/kernel_bandwidth", "losses/stein_direction_norm", "losses/soft_value",
                 "losses/qf_values", "losses/actor_loss"]:  # fmt: skip
         assert all(math.isfinite(row[key]) for row in losses), key
-    model = torch.load(Path(result["run_dir"]) / "model.pt", weights_only=True)
+    model_path = Path(result["run_dir"]) / "model.pt"
+    model = torch.load(model_path, weights_only=True)
     assert {"sampler", "qf", "qf_target", "args"} <= model.keys()
+    with pytest.raises(SystemExit) as exit_info:  # Figure 1 is drawn for MultiGoal-v0 runs only
+        load_benchmark("multigoal_figure").main([str(model_path)])
+    assert exit_info.value.code == 2
 
 
-def test_smoke_multigoal_with_plot_and_its_eval_checkpoint(in_tmp):
-    pytest.importorskip("matplotlib")
-    args = tiny_args(env_id="MultiGoal-v0", learning_starts=100, plot=True, save_model=True)
+def test_smoke_multigoal_its_eval_checkpoint_and_its_figure(in_tmp):
+    args = tiny_args(env_id="MultiGoal-v0", learning_starts=100, save_model=True)
     result = sqlc.main(args)
     assert result["gradient_updates"] == 200 and result["reward_scale"] == 0.1
     assert 0 <= result["goals_reached"] <= 4 and 0 <= result["rollouts_at_goal"] <= 50
     evals = [row for row in read_metrics(result["run_dir"]) if "eval/episodic_return" in row]
     assert evals[-1]["eval/goals_reached"] == result["goals_reached"]
-    png = Path(result["run_dir"]) / "multigoal.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert evals[-1]["eval/rollouts_at_goal"] == result["rollouts_at_goal"]
     # the saved sampler, rolled out with the same seeds, reaches the goals the run reported
     model_path = str(Path(result["run_dir"]) / "model.pt")
-    again = sqlc.main(sqlc.Args(eval_checkpoint=model_path, eval_episodes=1, plot=True, cuda=False))
+    again = sqlc.main(sqlc.Args(eval_checkpoint=model_path, eval_episodes=1, cuda=False))
     for key in ["goals_reached", "rollouts_at_goal"]:
         assert again[key] == result[key]
-    assert (Path(again["run_dir"]) / "multigoal.png").exists()
+    # Figure 1 of the saved run: the same rollouts, drawn next to the model
+    pytest.importorskip("matplotlib")
+    figure = load_benchmark("multigoal_figure").main([model_path])
+    png = Path(result["run_dir"]) / "multigoal.png"
+    assert figure["figure"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    for key in ["goals_reached", "rollouts_at_goal"]:
+        assert figure[key] == result[key]
 
 
 def test_vector_env_episode_ends_are_stored_correctly(in_tmp):
@@ -554,32 +699,45 @@ def test_vector_env_episode_ends_are_stored_correctly(in_tmp):
 # ------------------------------------------------------------------------------------------------
 # Bad input of this script's own flags and envs: a UsageError, nothing written
 # ------------------------------------------------------------------------------------------------
+SPLIT_MESSAGE = "--kernel-particle-split must be at least 1 updated and 2 fixed SVGD particles"
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         ({"env_id": "CartPole-v1"}, "Discrete action space"),
-        ({"alpha": 0.0}, "--alpha must be positive"),
-        ({"reward_scale": -1.0}, "--reward-scale must be positive"),
+        ({"alpha": 0.0}, "--alpha must be finite and positive"),
+        ({"alpha": math.inf}, "--alpha must be finite and positive"),
+        ({"reward_scale": -1.0}, "--reward-scale must be finite and positive"),
+        ({"policy_lr": 0.0}, "--policy-lr must be positive"),
+        ({"q_lr": -1.0}, "--q-lr must be positive"),
+        ({"hidden_dim": 0}, "--hidden-dim must be positive"),
         ({"value_n_particles": 0}, "--value-n-particles must be positive"),
         ({"eval_n_particles": 0}, "--eval-n-particles must be positive"),
         ({"target_network_frequency": 0}, "--target-network-frequency must be positive"),
-        ({"kernel_n_particles": 2}, "SVGD needs at least 1 and 2"),
-        ({"kernel_n_particles": 1}, "SVGD needs at least 1 and 2"),
-        ({"kernel_update_ratio": 1.0}, "SVGD needs at least 1 and 2"),
-        ({"plot": True}, "cannot plot Pendulum-v1"),
+        ({"kernel_n_particles": 2}, SPLIT_MESSAGE + r".*got \(1, 1\)"),
+        ({"kernel_n_particles": 1}, SPLIT_MESSAGE + r".*got \(0, 1\)"),
+        ({"kernel_n_particles": 3, "kernel_update_ratio": 0.7}, SPLIT_MESSAGE + r".*got \(2, 1\)"),
+        ({"kernel_n_particles": 16, "kernel_update_ratio": 0.05}, SPLIT_MESSAGE),
+        ({"kernel_update_ratio": 1.0}, "--kernel-update-ratio must be in"),
+        ({"kernel_update_ratio": math.nan}, "--kernel-update-ratio must be in"),
+        ({"eval_policy": "mean"}, "--eval-policy must be greedy or sampler"),
         ({"env_id": "MultiGoal-v0", "capture_video": True}, "cannot render videos"),
     ],
 )
 def test_bad_input_is_a_usage_error_that_writes_nothing(in_tmp, overrides, message):
+    """Each case alone is bad; the split cases have flags that are each fine alone."""
     with pytest.raises(sqlc.UsageError, match=message):
         sqlc.main(tiny_args(**overrides))
     assert not Path("runs").exists()
 
 
-def test_plot_without_matplotlib_is_a_usage_error(in_tmp, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    with pytest.raises(sqlc.UsageError, match="pip install matplotlib"):
-        sqlc.main(tiny_args(env_id="MultiGoal-v0", plot=True))
+def test_a_bad_particle_split_on_the_command_line_is_one_line_and_exit_status_2(in_tmp):
+    argv = ["--env-id", "Pendulum-v1", "--kernel-n-particles", "3", "--kernel-update-ratio", "0.7"]
+    process = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True)
+    assert process.returncode == 2
+    assert process.stderr.startswith("error: " + SPLIT_MESSAGE)
+    assert len(process.stderr.splitlines()) == 1 and "--kernel-n-particles" in process.stderr
     assert not Path("runs").exists()
 
 
@@ -589,9 +747,10 @@ def test_help_lists_this_scripts_flags_with_their_docstrings():
     )
     assert process.returncode == 0
     for flag in ["--reward-scale", "--value-n-particles", "--kernel-n-particles", "--eval-policy",
-                 "--kernel-update-ratio", "--target-network-frequency", "--plot"]:  # fmt: skip
+                 "--kernel-update-ratio", "--target-network-frequency", "--eval-n-particles"]:  # fmt: skip
         assert flag in process.stdout
     assert "uniform action samples per next state" in process.stdout
+    assert "--plot" not in process.stdout  # Figure 1 is benchmarks/multigoal_figure.py's
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from scipy.special import logsumexp, softmax
 
 import sql_discrete as sqld
 
@@ -222,6 +223,49 @@ def test_update_losses_on_a_hand_built_batch(double_soft_q, loss):
     assert not any(value.requires_grad for value in result.values())  # detached
 
 
+def linear_q(weight, bias) -> torch.nn.Linear:
+    """Q(s, ·) = W s + b: a network whose values differ from state to state."""
+    network = torch.nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        network.weight.copy_(torch.tensor(weight))
+        network.bias.copy_(torch.tensor(bias))
+    return network
+
+
+@pytest.mark.parametrize("double_soft_q", [False, True])
+def test_the_soft_target_takes_its_value_at_the_next_state(double_soft_q):
+    """y = r + γ V̄(s′), eq. (4): Q̄(s) and Q̄(s′) differ here, and the loss is V̄(s′)'s."""
+    w_online, b_online = [[1.0, -0.5], [0.3, 2.0], [-1.5, 0.2]], [0.1, -0.2, 0.4]
+    w_target, b_target = [[-0.7, 1.2], [0.8, -0.3], [0.5, 1.0]], [0.3, 0.0, -0.6]
+    obs, next_obs = np.array([[1.0, 2.0], [-1.0, 0.5]]), np.array([[-2.0, -3.0], [3.0, -3.0]])
+    actions, rewards, alpha, gamma = np.array([2, 0]), np.array([1.0, -0.5]), 0.7, 0.9
+    q_network, target_network = linear_q(w_online, b_online), linear_q(w_target, b_target)
+    target_network.requires_grad_(False)
+    log_alpha = torch.tensor(math.log(alpha), requires_grad=True)
+    batch = [torch.tensor(x, dtype=torch.float32) for x in (obs, next_obs)]
+    batch += [torch.tensor(actions), torch.tensor(rewards, dtype=torch.float32), torch.zeros(2)]
+    result = sqld.update(
+        batch, q_network, target_network, log_alpha, *optimizers(q_network, log_alpha),
+        gamma, 0.005, 0.3, double_soft_q=double_soft_q, loss="mse",
+    )  # fmt: skip
+
+    def value(states):  # V̄ at these states, by scipy: (1) on Q̄, or (6)
+        q_target = states @ np.array(w_target).T + b_target
+        if not double_soft_q:
+            return alpha * logsumexp(q_target / alpha, axis=1)
+        q_online = states @ np.array(w_online).T + b_online
+        pi = softmax(q_online / alpha, axis=1)
+        return alpha * logsumexp(q_online / alpha, axis=1) + (pi * (q_target - q_online)).sum(1)
+
+    q_taken = (obs @ np.array(w_online).T + b_online)[[0, 1], actions]
+    loss_at = lambda states: np.mean((q_taken - rewards - gamma * value(states)) ** 2)  # noqa: E731
+    assert result["losses/qf_loss"].item() == pytest.approx(loss_at(next_obs), rel=1e-5)
+    assert result["losses/soft_value"].item() == pytest.approx(value(next_obs).mean(), rel=1e-5)
+    # V̄ taken at s instead would show: it gives another loss, far outside the tolerance above
+    assert np.abs(value(obs) - value(next_obs)).min() > 1.0
+    assert loss_at(obs) != pytest.approx(loss_at(next_obs), rel=0.03)
+
+
 @pytest.mark.parametrize(
     "q_values, alpha_should", [([0.0, 0.0, 0.0], "fall"), ([9.0, 0.0, 0.0], "rise")]
 )
@@ -251,30 +295,41 @@ def test_update_steps_alpha_on_the_online_network_not_the_target():
     assert steps[0] == steps[1] and steps[0][0] != 0.0
 
 
+def weights(network) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in network.parameters()]
+
+
+def change(network, before: list[torch.Tensor]) -> torch.Tensor:
+    """Every weight's change since `before`, as one flat vector."""
+    return torch.cat([(w - b).flatten() for w, b in zip(weights(network), before, strict=True)])
+
+
+def differ(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
 def test_update_trains_q_at_the_given_rate_and_moves_the_target_only_when_asked():
     torch.manual_seed(0)
     q_network, target_network = sqld.QNetwork(2, 3, (8,)), sqld.QNetwork(2, 3, (8,))
     target_network.requires_grad_(False)
     log_alpha = torch.tensor(0.0, requires_grad=True)
     q_optimizer, alpha_optimizer = optimizers(q_network, log_alpha)
-    weights = lambda net: [p.detach().clone() for p in net.parameters()]  # noqa: E731
     q_before, target_before = weights(q_network), weights(target_network)
 
     def step(learning_rate, update_target, alpha_optimizer=alpha_optimizer):
-        sqld.set_learning_rate(q_optimizer, learning_rate)
+        q_optimizer.param_groups[0]["lr"] = learning_rate
         sqld.update(
             hand_batch(), q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
             0.99, 0.25, 0.3, update_target=update_target,
         )  # fmt: skip
-        assert q_optimizer.param_groups[0]["lr"] == learning_rate
 
     step(0.0, update_target=False)  # learning rate 0: Q stays; the target is left alone
-    assert all(map(torch.equal, weights(q_network), q_before))
-    assert all(map(torch.equal, weights(target_network), target_before))
+    assert not differ(weights(q_network), q_before)
+    assert not differ(weights(target_network), target_before)
     assert log_alpha.item() != 0.0  # the temperature has its own optimizer and rate
     step(1e-2, update_target=False)
-    assert not all(map(torch.equal, weights(q_network), q_before))
-    assert all(map(torch.equal, weights(target_network), target_before))
+    assert differ(weights(q_network), q_before)
+    assert not differ(weights(target_network), target_before)
     step(1e-2, update_target=True)  # θ̄ ← τθ + (1 − τ)θ̄ with the θ of this step
     for new, old, theta in zip(
         weights(target_network), target_before, weights(q_network), strict=True
@@ -285,17 +340,166 @@ def test_update_trains_q_at_the_given_rate_and_moves_the_target_only_when_asked(
     assert log_alpha.item() == fixed
 
 
-def test_set_learning_rate_fills_a_tensor_rate_in_place():
-    """Under --compile the rate is a tensor that the compiled update reads: it must stay the same
-    tensor with a new value, or the graph would hold a stale constant."""
-    rate = torch.tensor(1e-3)
-    optimizer = torch.optim.Adam(sqld.QNetwork(2, 3, (8,)).parameters(), lr=rate, foreach=False)
-    sqld.set_learning_rate(optimizer, 2.5e-4)
-    assert optimizer.param_groups[0]["lr"] is rate and rate.item() == pytest.approx(2.5e-4)
+def random_batch(reward_scale=1.0, n=32):
+    generator = torch.Generator().manual_seed(1)
+    obs, next_obs = torch.randn(n, 2, generator=generator), torch.randn(n, 2, generator=generator)
+    actions = torch.randint(3, (n,), generator=generator)
+    rewards = torch.randn(n, generator=generator) * reward_scale
+    return [obs, next_obs, actions, rewards, (torch.rand(n, generator=generator) < 0.3).float()]
+
+
+def one_update(optimizer=torch.optim.Adam, reward_scale=1.0, **settings):
+    """One update from fixed networks and batch, with this optimizer class and settings for both
+    Q_θ and log α; returns (Q network, its weights before, log α, losses)."""
+    torch.manual_seed(0)
+    q_network, target_network = sqld.QNetwork(2, 3, (16,)), sqld.QNetwork(2, 3, (16,))
+    target_network.load_state_dict(q_network.state_dict())
+    target_network.requires_grad_(False)
+    before, log_alpha = weights(q_network), torch.tensor(0.0, requires_grad=True)
+    q_optimizer = optimizer(q_network.parameters(), lr=1e-2, **settings)
+    alpha_optimizer = optimizer([log_alpha], lr=1e-2, **settings)
+    losses = sqld.update(
+        random_batch(reward_scale), q_network, target_network, log_alpha,
+        q_optimizer, alpha_optimizer, 0.99, 0.005, 0.3,
+    )  # fmt: skip
+    return q_network, before, log_alpha, losses
+
+
+def test_each_loss_reaches_only_its_own_parameters():
+    """After update(), θ's .grad is that of L(θ) alone and log α's that of J(log α) alone: the
+    target is detached in (5), the entropy in (7); the target network gets no gradient."""
+    q_network, before, log_alpha, losses = one_update()
+    fresh = sqld.QNetwork(2, 3, (16,))
+    with torch.no_grad():
+        for p, w in zip(fresh.parameters(), before, strict=True):
+            p.copy_(w)
+    alpha = torch.tensor(1.0)
+    qf_loss, policy_entropy, _ = sqld.soft_q_loss(random_batch(), fresh, fresh, alpha, 0.99)
+    qf_loss.backward()
+    for p, p_fresh in zip(q_network.parameters(), fresh.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_fresh.grad)
+    assert log_alpha.grad.item() == pytest.approx(policy_entropy.item() - 0.3, abs=1e-6)
+    assert losses["charts/policy_entropy"].item() == pytest.approx(policy_entropy.item())
+
+
+def test_the_optimizers_own_settings_hold():
+    """weight decay changes the step; SGD in place of Adam trains; clipping between backward()
+    and step() sees the gradients (the update keeps the zero_grad/backward/step idiom)."""
+    plain, decayed = one_update(), one_update(weight_decay=10.0)
+    assert differ(weights(plain[0]), weights(decayed[0]))
+    q_network, before, log_alpha, losses = one_update(optimizer=torch.optim.SGD)
+    assert differ(weights(q_network), before) and log_alpha.item() != 0.0
+    assert all(torch.isfinite(value) for value in losses.values())
+
+    class ClippingAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm=1e-3)
+            return super().step(closure)
+
+    adam, clipped = one_update(reward_scale=1e3), one_update(ClippingAdam, reward_scale=1e3)
+    assert differ(weights(adam[0]), weights(clipped[0]))
+    # the tiny clipped gradients meet Adam's ε, so the clipped step is the smaller
+    assert change(*clipped[:2]).norm() < change(*adam[:2]).norm()
+
+
+# ---------------------------------------------------------------------------- annealed learning rate
+@pytest.mark.parametrize(
+    "settings, rate_after",
+    # the rate of update k (after k updates): 1e-3·(1 − (learning_starts + k·steps/update)/total)
+    [
+        ({}, lambda k: 1e-3 * (1 - (100 + k) / 600)),
+        ({"train_frequency": 2}, lambda k: 1e-3 * (1 - (100 + 2 * k) / 600)),
+        ({"gradient_steps": 4}, lambda k: 1e-3 * (1 - (100 + k / 4) / 600)),
+        ({"anneal_lr": False}, lambda k: 1e-3),
+    ],
+)
+def test_the_annealed_rate_after_k_updates_is_its_closed_form(settings, rate_after):
+    args = sqld.Args(total_timesteps=600, learning_starts=100, learning_rate=1e-3, **settings)
+    torch.manual_seed(0)
+    q_network, target_network = sqld.QNetwork(2, 3, (16,)), sqld.QNetwork(2, 3, (16,))
+    target_network.requires_grad_(False)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    q_optimizer, lr_scheduler, alpha_optimizer = sqld.make_optimizers(args, q_network, log_alpha)
+    rate = q_optimizer.param_groups[0]["lr"]
+    assert torch.is_tensor(rate) and rate.item() == pytest.approx(rate_after(0), rel=1e-6)
+    for k in range(1, 41):
+        before = weights(q_network)
+        sqld.update(
+            random_batch(), q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
+            0.99, 0.005, 0.3,
+        )  # fmt: skip
+        if k == 1:  # Adam's first step moves every weight by lr·g/(|g| + ε) ≈ lr: the rate used
+            step = change(q_network, before).abs().max().item()
+            assert step == pytest.approx(rate_after(0), rel=1e-3)
+        lr_scheduler.step()
+        assert q_optimizer.param_groups[0]["lr"].item() == pytest.approx(rate_after(k), rel=1e-6)
+    # filled in place: a compiled update keeps reading the same tensor, never a stale constant
+    assert q_optimizer.param_groups[0]["lr"] is rate
+
+
+def test_the_schedule_never_goes_below_zero():
+    args = sqld.Args(total_timesteps=600, learning_starts=100)
+    q_optimizer, lr_scheduler, _ = sqld.make_optimizers(
+        args, sqld.QNetwork(2, 3, (8,)), torch.tensor(0.0, requires_grad=True)
+    )
+    for _ in range(520):  # past update 500, whose env step is --total-timesteps
+        q_optimizer.step()
+        lr_scheduler.step()
+    assert q_optimizer.param_groups[0]["lr"].item() == 0.0
+
+
+def test_a_saved_scheduler_state_round_trips(tmp_path):
+    """What a checkpoint holds of the schedule (the optimizer's and the scheduler's state_dict,
+    through torch.save and weights_only loading) continues it exactly."""
+    args = sqld.Args(total_timesteps=600, learning_starts=100)
+
+    def built():
+        log_alpha = torch.tensor(0.0, requires_grad=True)
+        return sqld.make_optimizers(args, sqld.QNetwork(2, 3, (8,)), log_alpha)[:2]
+
+    (q_optimizer, lr_scheduler), (q_resumed, lr_resumed) = built(), built()
+    for _ in range(30):
+        q_optimizer.step()
+        lr_scheduler.step()
+    path = tmp_path / "schedule.pt"
+    torch.save({"q": q_optimizer.state_dict(), "lr": lr_scheduler.state_dict()}, path)
+    saved = torch.load(path, weights_only=True)
+    q_resumed.load_state_dict(saved["q"])
+    lr_resumed.load_state_dict(saved["lr"])
+    assert lr_resumed.last_epoch == 30
+    for _ in range(5):
+        for optimizer, scheduler in ((q_optimizer, lr_scheduler), (q_resumed, lr_resumed)):
+            optimizer.step()
+            scheduler.step()
+        assert q_resumed.param_groups[0]["lr"].item() == q_optimizer.param_groups[0]["lr"].item()
+    assert q_resumed.param_groups[0]["lr"].item() == pytest.approx(1e-3 * (1 - 135 / 600))
+
+
+def test_compiled_update_does_not_recompile_as_the_rate_anneals():
+    """--compile: the rate changes at every update, yet after the first update nothing compiles
+    again (a float rate would: torch.compile guards on its value)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    args = sqld.Args(total_timesteps=600, learning_starts=100)
+    q_network, target_network = sqld.QNetwork(2, 3, (16,)), sqld.QNetwork(2, 3, (16,))
+    target_network.requires_grad_(False)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    q_optimizer, lr_scheduler, alpha_optimizer = sqld.make_optimizers(args, q_network, log_alpha)
+    train_step, graphs = torch.compile(sqld.update), []
+    for _ in range(8):
+        train_step(
+            random_batch(), q_network, target_network, log_alpha, q_optimizer, alpha_optimizer,
+            0.99, 0.005, 0.3,
+        )  # fmt: skip
+        lr_scheduler.step()
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0 and graphs[-1] == graphs[0]
+    assert q_optimizer.param_groups[0]["lr"].item() == pytest.approx(1e-3 * (1 - 108 / 600))
 
 
 # ---------------------------------------------------------------------------- evaluation policy
-def test_evaluation_policy_is_greedy_or_a_seeded_boltzmann_sample():
+def test_evaluation_policy_is_greedy_or_a_seeded_boltzmann_sample(in_tmp):
     torch.manual_seed(0)
     q_network = sqld.QNetwork(4, 2, (16,))
     obs = torch.randn(64, 4)
@@ -305,11 +509,16 @@ def test_evaluation_policy_is_greedy_or_a_seeded_boltzmann_sample():
     # stochastic: through the harness's evaluate, seeded per episode and without touching the
     # training run's random stream
     stochastic = sqld.evaluation_policy(q_network, torch.tensor(math.log(10.0)), stochastic=True)
-    env, device = gym.make("CartPole-v1"), torch.device("cpu")
-    rng_before = torch.get_rng_state()
-    runs = [sqld.evaluate(stochastic, env, 3, 7, device) for _ in range(2)]
-    assert runs[0] == runs[1] and torch.equal(torch.get_rng_state(), rng_before)
-    assert runs[0] != sqld.evaluate(greedy, env, 3, 7, device)  # it really samples
+    run = sqld.Run(tiny_args(eval_episodes=3))
+    run.start({}, {}, stochastic, lambda: {"alpha": 10.0})
+    rng_before, results = torch.get_rng_state(), []
+    for policy in (stochastic, stochastic, greedy):
+        run.policy = policy
+        run.evaluate()
+        results.append({k: v for k, v in run.last_eval.items() if k.startswith("eval/")})
+    assert results[0] == results[1] and torch.equal(torch.get_rng_state(), rng_before)
+    assert results[0] != results[2]  # it really samples
+    run.finish("evaluated")
 
 
 def test_load_policy_rebuilds_the_saved_evaluation_policy():
@@ -401,7 +610,7 @@ def test_smoke_runs_perform_gradient_updates(env_id, num_envs, updates, in_tmp):
     assert summary["target_entropy"] == pytest.approx(0.3 * math.log(n_actions))
     assert math.isfinite(summary["eval_return_mean"]) and summary["learn_sps"] > 0
     keys = ["losses/qf_loss", "losses/alpha", "losses/alpha_loss", "charts/policy_entropy"]
-    keys.append("losses/soft_value")
+    keys += ["losses/soft_value", "charts/learning_rate"]
     losses = [m for m in metrics if "losses/qf_loss" in m]
     # at each vector step that crosses a multiple of 50 once updates began: 150, 200, ..., 600
     # (with 3 envs the first update, at step 102, also crosses 100)
@@ -445,10 +654,36 @@ def test_hard_target_copies_every_target_network_frequency_updates(in_tmp):
 @pytest.mark.parametrize("anneal_lr", [True, False])
 def test_learning_rate_decays_linearly_to_zero_at_total_timesteps(anneal_lr, in_tmp):
     args = tiny_args(anneal_lr=anneal_lr, checkpoint_frequency=600, eval_episodes=1)
-    learning_rate = load_checkpoint(sqld.main(args))["q_optimizer"]["param_groups"][0]["lr"]
-    # the last round, at env step 600, uses the rate of the step before it: 1 − 599/600 of it
-    want = args.learning_rate * (1 - 599 / 600) if anneal_lr else args.learning_rate
-    assert learning_rate == pytest.approx(want, rel=1e-9)
+    result = sqld.main(args)
+    checkpoint, (_, metrics) = load_checkpoint(result), read_run(result)
+    # one scheduler step per update: after the k-th, the rate is that of env step 100 + k
+    rate = lambda step: args.learning_rate * (1 - step / 600 if anneal_lr else 1)  # noqa: E731
+    assert checkpoint["lr_scheduler"]["last_epoch"] == result["gradient_updates"] == 500
+    assert checkpoint["q_optimizer"]["param_groups"][0]["lr"].item() == pytest.approx(rate(600))
+    logged = [
+        (m["global_step"], m["charts/learning_rate"]) for m in metrics if "losses/qf_loss" in m
+    ]
+    assert len(logged) == 10
+    for step, learning_rate in logged:  # at step g, 1 env: g − 100 updates done
+        assert learning_rate == pytest.approx(rate(step), rel=1e-6, abs=1e-12)
+
+
+def test_resume_continues_the_learning_rate_schedule(in_tmp):
+    """A resumed run's scheduler carries on from the saved update count (here with a typed longer
+    --total-timesteps, whose schedule it follows): its rates are those of the restored count."""
+    first = sqld.main(tiny_args(total_timesteps=400, checkpoint_frequency=400, eval_episodes=1))
+    checkpoint = Path(first["run_dir"]) / "checkpoint.pt"
+    resumed = sqld.main(sqld.Args(resume=str(checkpoint), total_timesteps=600, cuda=False))
+    assert resumed["gradient_updates"] == 500
+    assert load_checkpoint(resumed)["lr_scheduler"]["last_epoch"] == 500
+    _, metrics = read_run(resumed)
+    logged = [
+        (m["global_step"], m["charts/learning_rate"]) for m in metrics if "losses/qf_loss" in m
+    ]
+    after = [(step, rate) for step, rate in logged if step > 400]
+    assert [step for step, _ in after] == [450, 500, 550, 600]
+    for step, rate in after:  # a restarted scheduler would give 1e-3·(1 − (step − 300)/600)
+        assert rate == pytest.approx(1e-3 * (1 - step / 600), rel=1e-6, abs=1e-12)
 
 
 def test_compiled_losses_train(in_tmp):
@@ -465,6 +700,7 @@ def test_compiled_losses_train(in_tmp):
         ({"env_id": "Pendulum-v1"}, "needs a Discrete one"),
         ({"env_id": "FrozenLake-v1"}, "flat Box"),
         ({"learning_rate": -1.0}, "--learning-rate must be positive"),
+        ({"learning_rate": float("nan")}, "--learning-rate must be positive"),
         ({"alpha": 0.0}, "--alpha must be positive"),
         ({"alpha": float("inf")}, "--alpha must be positive"),
         ({"alpha_lr": 0.0}, "--alpha-lr must be positive"),
@@ -472,6 +708,7 @@ def test_compiled_losses_train(in_tmp):
         ({"train_frequency": 0}, "--train-frequency must be positive"),
         ({"gradient_steps": 0}, "--gradient-steps must be positive"),
         ({"target_entropy_scale": 1.0}, "--target-entropy-scale must be in"),
+        ({"target_entropy_scale": 0.0}, "--target-entropy-scale must be in"),
         ({"hidden_sizes": ()}, "--hidden-sizes must be positive"),
         ({"hidden_sizes": (32, 0)}, "--hidden-sizes must be positive"),
     ],
