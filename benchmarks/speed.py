@@ -12,8 +12,8 @@ SB3 DQN with one update per step and the same network beside sql_discrete.
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py --script sac_v2 --env-id Walker2d-v4 --rounds 3
     python benchmarks/speed.py --script sql_discrete --env-id CartPole-v1 --rounds 5
-    python benchmarks/speed.py --device cuda --compile --no-bf16   # sac_v2 on HalfCheetah-v4, GPU:
-                                                  # eager, --compile, --compile --cudagraphs, SB3 SAC
+    python benchmarks/speed.py --device cuda --compile   # sac_v2 on HalfCheetah-v4, GPU: eager,
+                                                         # --compile, --compile --cudagraphs, SB3 SAC
 """
 
 import argparse
@@ -43,7 +43,6 @@ def contenders(
     env_id: str,
     learning_starts: int,
     total: int,
-    bf16: bool = True,
     compiled: bool = False,
     threads: int | None = None,
     device: str = "cpu",
@@ -61,13 +60,11 @@ def contenders(
     threads = threads or torch.get_num_threads()
     cuda_flag = "--cuda" if device == "cuda" else "--no-cuda"
     commands[f"softrl {script}"] += [cuda_flag, "--torch-threads", str(threads)]
-    if compiled:  # the whole update as one torch.compile'd graph; on a GPU also CUDA-graphed
+    if compiled:  # the update and the acting torch.compile'd; on a GPU also CUDA-graphed
         commands[f"softrl {script} --compile"] = [*commands[f"softrl {script}"], "--compile"]
         if device == "cuda":
             graphed = [*commands[f"softrl {script} --compile"], "--cudagraphs"]
             commands[f"softrl {script} --compile --cudagraphs"] = graphed
-    if script == "sac_v2" and bf16:  # its optional bfloat16 autocast mode, measured separately
-        commands["softrl sac_v2 --bf16"] = [*commands["softrl sac_v2"], "--bf16"]
     if script == "sql_discrete" and threads != 1:  # SB3 at its default threads and at one thread
         commands["SB3 DQN, 1 thread"] = [*peer, *common, "--torch-threads", "1"]
     name = "SB3 DQN" if script == "sql_discrete" else "SB3 SAC"
@@ -201,12 +198,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--learn-steps", type=int, default=2000, help="env steps with updates")
-    parser.add_argument(
-        "--no-bf16",
-        dest="bf16",
-        action="store_false",
-        help="leave out sac_v2 --bf16 (on a CPU without AVX-512 BF16 it is emulated and very slow)",
-    )
     parser.add_argument("--compile", action="store_true", help="add the script with --compile")
     parser.add_argument("--threads", type=int, help="torch threads of every contender")
     parser.add_argument("--tag", default="", help="suffix of the results file's name")
@@ -226,7 +217,7 @@ def main() -> None:
     print(f"float32 matmul peak here: {peak:.0f} GFLOP/s", end="")
     print(f"; one update: {flops / 1e9:.4f} GFLOP" if flops else "")
     commands = contenders(
-        args.script, args.env_id, args.learning_starts, total, args.bf16, args.compile, args.threads,
+        args.script, args.env_id, args.learning_starts, total, args.compile, args.threads,
         args.device,
     )  # fmt: skip
     names = list(commands)
@@ -261,7 +252,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/speed.py --script {args.script} --env-id {args.env_id} "
         f"--rounds {args.rounds} --learning-starts {args.learning_starts} "
-        f"--learn-steps {args.learn_steps}{'' if args.bf16 else ' --no-bf16'}"
+        f"--learn-steps {args.learn_steps}"
         f"{' --compile' if args.compile else ''}{f' --threads {args.threads}' if args.threads else ''}"
         f"{f' --tag {args.tag}' if args.tag else ''}"
         f"{' --device cuda' if args.device == 'cuda' else ''}`",
@@ -272,8 +263,7 @@ def main() -> None:
             f"Ceiling: one update is {flops / 1e9:.4f} GFLOP of matrix products; the float32 "
             f"matmul peak measured in this run (256×256×256, {args.device}) is {peak:.0f} GFLOP/s, so "
             f"no float32 implementation can exceed {peak * 1e9 / flops:.0f} SPS here. '% of "
-            "ceiling' = update FLOPs × SPS ÷ peak (env stepping and acting count as lost time; "
-            "bfloat16 products can go past the float32 ceiling).",
+            "ceiling' = update FLOPs × SPS ÷ peak (env stepping and acting count as lost time).",
             "",
         ]
     lines += [
