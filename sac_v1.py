@@ -71,6 +71,7 @@ Usage:  python sac_v1.py --env-id Hopper-v4 --reward-scale 5      (see --help fo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -457,19 +458,20 @@ def train(args: Args, run: Run) -> None:
     vf_target = SoftValueNetwork(obs_dim, args.hidden_dim).to(device)
     vf_target.load_state_dict(vf.state_dict())
     vf_target.requires_grad_(False)  # the target moves only by Polyak averaging
-    # capturable: Adam's step count lives on the GPU, where a replayed CUDA graph can advance it
-    v_optimizer = torch.optim.Adam(vf.parameters(), lr=args.q_lr, capturable=run.cuda_graphs)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, capturable=run.cuda_graphs)
-    actor_optimizer = torch.optim.Adam(
-        actor.parameters(), lr=args.policy_lr, capturable=run.cuda_graphs
-    )
+    # fused: one kernel per step for all of a network's parameters (faster than the per-tensor
+    # loop on a CPU too); capturable: the step count lives on the GPU, where a replayed CUDA graph
+    # can advance it
+    adam = functools.partial(torch.optim.Adam, fused=True, capturable=run.cuda_graphs)
+    v_optimizer = adam(vf.parameters(), lr=args.q_lr)
+    q_optimizer = adam(qf.parameters(), lr=args.q_lr)
+    actor_optimizer = adam(actor.parameters(), lr=args.policy_lr)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # α = 0 gives log α = −inf, i.e. exactly α = 0 (no entropy term at all)
     initial_log_alpha = math.log(args.alpha) if args.alpha > 0 else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = None
     if args.autotune:
-        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=run.cuda_graphs)
+        alpha_optimizer = adam([log_alpha], lr=args.q_lr)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step, sample_action = run.compiled(update), run.compiled(actor.sample)
 

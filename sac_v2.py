@@ -54,6 +54,7 @@ Usage:  python sac_v2.py --env-id Walker2d-v4      (see --help for every flag)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -388,18 +389,19 @@ def train(args: Args, run: Run) -> None:
     qf_target = TwinSoftQNetwork(obs_dim, act_dim, args.hidden_dim).to(device)
     qf_target.load_state_dict(qf.state_dict())
     qf_target.requires_grad_(False)  # targets move only by Polyak averaging
-    # capturable: Adam's step count lives on the GPU, where a replayed CUDA graph can advance it
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, capturable=run.cuda_graphs)
-    actor_optimizer = torch.optim.Adam(
-        actor.parameters(), lr=args.policy_lr, capturable=run.cuda_graphs
-    )
+    # fused: one kernel per step for all of a network's parameters (faster than the per-tensor
+    # loop on a CPU too); capturable: the step count lives on the GPU, where a replayed CUDA graph
+    # can advance it
+    adam = functools.partial(torch.optim.Adam, fused=True, capturable=run.cuda_graphs)
+    q_optimizer = adam(qf.parameters(), lr=args.q_lr)
+    actor_optimizer = adam(actor.parameters(), lr=args.policy_lr)
     target_entropy = float(-act_dim if args.target_entropy is None else args.target_entropy)
     # autotune starts from α = 1 (as SB3 and CleanRL do); α = 0 gives log α = −inf, i.e. exactly 0
     initial_log_alpha = 0.0 if args.autotune else math.log(args.alpha) if args.alpha else -math.inf
     log_alpha = torch.tensor(initial_log_alpha, device=device, requires_grad=args.autotune)
     alpha_optimizer = None
     if args.autotune:
-        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, capturable=run.cuda_graphs)
+        alpha_optimizer = adam([log_alpha], lr=args.q_lr)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     train_step, sample_action = run.compiled(update), run.compiled(actor.sample)
 
