@@ -91,6 +91,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
@@ -1034,6 +1035,9 @@ def command_line(argv: list[str] | None = None) -> int:
     """tyro parses the flags (its own message and exit status 2 for what it cannot parse); the
     first Ctrl-C/SIGTERM stops after the step with a checkpoint (a second Ctrl-C aborts)."""
     argv = sys.argv[1:] if argv is None else argv
+    # MuJoCo v4 envs are kept on purpose (the published numbers use them; README, "MuJoCo v4"):
+    # gymnasium's notice that they are out of date, in raw colour codes, would open every run.
+    warnings.filterwarnings("ignore", r".*is out of date", DeprecationWarning)
     args = tyro.cli(Args, args=argv)
 
     def request_stop(signum, frame):
