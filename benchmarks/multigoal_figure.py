@@ -4,8 +4,8 @@ Left: 50 trajectories of the *stochastic* sampler from (near) the origin over th
 goal cost; right: Q(s = (0, 0), ·) with 200 sampled actions. The rollouts use the seeds of the
 run's evaluations, so the counts in the title are the run's goals_reached and rollouts_at_goal.
 
-    pip install matplotlib
-    python sql_continuous.py --env-id MultiGoal-v0 --total-timesteps 10000 --save-model
+    pip install -r requirements.txt    # matplotlib is in it
+    python sql_continuous.py --env-id MultiGoal-v0 --total-timesteps 20000 --save-model
     python benchmarks/multigoal_figure.py runs/<run>/model.pt    # writes runs/<run>/multigoal.png
 """
 
