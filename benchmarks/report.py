@@ -15,7 +15,7 @@ some envs), P(variant > script at its defaults) and P(variant > SB3 peer) per en
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python benchmarks/report.py                    # after (or while) benchmarks/returns.py runs
     python benchmarks/report.py --measure-random   # re-measure RANDOM_RETURNS below
-    python benchmarks/report.py --readme README.md # also rewrite README's MuJoCo 100k summary
+    python benchmarks/report.py --readme README.md # also rewrite README's generated blocks
 """
 
 import argparse
@@ -94,12 +94,14 @@ def interval(point, bounds: np.ndarray) -> str:
 
 
 def rliable_section(
-    grid: str, rows: list[dict], out: Path, reps: int = BOOTSTRAP_REPS
+    grid: str, rows: list[dict], out: Path | None, reps: int = BOOTSTRAP_REPS
 ) -> list[str]:
-    """Markdown lines and PNGs of the rliable statistics of one grid's runs."""
+    """Markdown lines, and PNGs in `out` (None: none), of the rliable statistics of one grid's runs."""
     from rliable import library as rly
     from rliable import metrics
 
+    # rliable hands arch a RandomState, which arch deprecates (the intervals are unaffected).
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
     env_ids = sorted({row["env_id"] for row in rows})
     matrices = score_matrices(rows, env_ids)
     if not matrices:
@@ -164,6 +166,8 @@ def rliable_section(
                 + " |"
             )
     lines += variant_lines(rows, env_ids, few_reps, random_state)
+    if out is None:
+        return lines
     plot_profiles(grid, matrices, out, few_reps)
     plot_iqm_curves(grid, rows, env_ids, out, few_reps, random_state)
     lines += [
@@ -286,24 +290,51 @@ def plot_iqm_curves(grid, rows, env_ids, out: Path, reps: int, random_state) -> 
     plt.close(figure)
 
 
-def plot_env(env_id: str, rows: list[dict], out: Path) -> None:
-    """Eval return vs env steps per contender: mean over seeds with the min-max band."""
+def plot_band(axes, curves: list[list], color: str, label: str) -> None:
+    """The mean over seeds of [[step, return], ...] curves, and their min-max band."""
+    length = min(len(curve) for curve in curves)
+    steps = [step for step, _ in curves[0][:length]]
+    values = np.array([[value for _, value in curve[:length]] for curve in curves])
+    axes.plot(steps, values.mean(axis=0), color=color, label=label)
+    axes.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
+
+
+def plot_env(env_id: str, rows: list[dict], path: Path) -> None:
+    """Eval return vs env steps per contender: mean over seeds with the min-max band; at 1M env
+    steps on a MuJoCo env, the SAC v2 paper's level as a dashed line."""
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for name in sorted({contender(row) for row in rows}):
         curves = [row["curve"] for row in rows if contender(row) == name and row["curve"]]
-        length = min(len(curve) for curve in curves)
-        steps = [step for step, _ in curves[0][:length]]
-        values = np.array([[value for _, value in curve[:length]] for curve in curves])
-        color = color_of(name)
-        axes.plot(steps, values.mean(axis=0), color=color, label=f"{name} ({len(curves)} seeds)")
-        axes.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
+        plot_band(axes, curves, color_of(name), f"{name} ({len(curves)} seeds)")
+    if env_id in REFERENCE_RETURNS and max(row["budget"] for row in rows) >= 1_000_000:
+        axes.axhline(REFERENCE_RETURNS[env_id], color="k", ls="--", label="SAC v2 paper, 1M (≈)")
     axes.set(title=env_id, xlabel="env steps", ylabel="eval return (deterministic policy)")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out / f"returns_{env_id}.png", dpi=110)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_flagship(rows: list[dict], path: Path) -> None:
+    """sac_v2 beside SB3 SAC on the MuJoCo 100k grid: one panel per env, mean and min-max band."""
+    import matplotlib.pyplot as plt
+
+    envs = grid_envs("mujoco")
+    figure, panels = plt.subplots(1, len(envs), figsize=(12, 3.4))
+    for axes, env_id in zip(panels, envs, strict=True):
+        for name, label in (("sac_v2", "softrl sac_v2"), ("sb3_sac", "SB3 SAC (RL Zoo)")):
+            curves = [r["curve"] for r in rows if contender(r) == name and r["env_id"] == env_id]
+            if curves:
+                plot_band(axes, curves, color_of(name), f"{label}, {len(curves)} seeds")
+        axes.set(title=env_id, xlabel="env steps")
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("eval return (deterministic policy)")
+    panels[0].legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
@@ -334,18 +365,67 @@ def grid_of(row: dict) -> str:
     return "cpu"
 
 
-README_MARKERS = ("<!-- mujoco-table -->", "<!-- /mujoco-table -->")
+def grid_entries(name: str) -> list:
+    """The Entry list of one of benchmarks/returns.py's grids (its envs, contenders and seeds)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, however report runs
+    from returns import GRIDS
+
+    return GRIDS[name]
 
 
-def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
+def grid_envs(name: str) -> list[str]:
+    return list(dict.fromkeys(entry.env_id for entry in grid_entries(name)))
+
+
+# Published returns at 1M env steps beside which the `reproduce` grid is read (issue 25): the SAC v2
+# paper's deterministic evaluation, read off its Fig. 1 (v2 envs, as CleanRL's SAC page quotes
+# it); CleanRL sac_continuous_action.py's training return (v4, its docs); Tianshou's SAC (10 seeds,
+# its MuJoCo benchmark page); RL Zoo's SAC (its benchmark table, one run).
+ANCHORS_1M = {
+    "Hopper-v4": ("≈ 3,250", "2310.5 ± 342.8", "3542.2 ± 51.5", "2326 ± 1130"),
+    "Walker2d-v4": ("≈ 4,800", "3591.5 ± 911.3", "5007.0 ± 251.5", "3863"),
+    "HalfCheetah-v4": ("≈ 11,250", "9634.9 ± 1423.7", "12138.8 ± 1049.3", "9535"),
+}
+
+
+def provenance(rows: list[dict]) -> str:
+    """One line: the dates and commits the runs ran on (each row of runs.jsonl names its own)."""
+    dates = sorted({row["date"] for row in rows})
+    commits = sorted({row.get("code") or "unrecorded" for row in rows})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    code = f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits"
+    if 1 < len(commits) <= 3:
+        code = "commits " + ", ".join(commits)
+    return f"Ran {when} on {code} (`code` in runs.jsonl names each run's)."
+
+
+def cpu_block(rows: list[dict]) -> str:
+    """README's table of the `cpu` grid: every contender's final return per env, and its curves."""
+    envs, labels = grid_envs("cpu"), [entry.label for entry in grid_entries("cpu")]
+    rows = sorted(rows, key=lambda row: (envs.index(row["env_id"]), labels.index(contender(row))))
+    links = ", ".join(f"[{e}](benchmarks/results/returns_{e}_cpu.png)" for e in envs)
+    total = sum(len(entry.seeds) for entry in grid_entries("cpu"))
+    done = f"{len(rows)} of {total} runs done. {provenance(rows)}" if rows else "Not run yet."
+    lines = [*per_env_table(rows), "", done]
+    if goals := [row for row in rows if "goals_reached" in row]:
+        per_seed = ", ".join(
+            f"{r['seed']}: {r['goals_reached']} goals ({r['rollouts_at_goal']} of 50 rollouts)"
+            for r in sorted(goals, key=lambda row: row["seed"])
+        )
+        env_id = goals[0]["env_id"]
+        lines += [
+            "",
+            f"{env_id}: goals that 50 rollouts of the final sampler reach, per seed: {per_seed}.",
+        ]
+    return "\n".join([*lines, "", f"Curves: {links}."])
+
+
+def mujoco_block(rows: list[dict], rliable_lines: list[str]) -> str:
     """README's summary of the MuJoCo 100k grid: each finished run's final return (normalized
     score), how much of the grid is done, and report.py's rliable tables for it."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, however report runs
-    from returns import GRIDS  # the grid's definition: its envs, contenders and size
-
-    grid = GRIDS["mujoco"]
-    env_ids = list(dict.fromkeys(entry.env_id for entry in grid))
-    names = list(dict.fromkeys(f"{entry.script} {entry.variant}".strip() for entry in grid))
+    grid = grid_entries("mujoco")
+    env_ids = grid_envs("mujoco")
+    names = list(dict.fromkeys(entry.label for entry in grid))
     rows = [row for row in rows if contender(row) in names]  # not the variants run beside it
     labels = {"sb3_sac": "SB3 SAC (RL Zoo config)"}
     by_cell = defaultdict(list)
@@ -366,7 +446,7 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
         ]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
     total = sum(len(entry.seeds) for entry in grid)
-    lines += ["", f"{len(rows)} of {total} runs done ({datetime.date.today().isoformat()})."]
+    lines += ["", f"{len(rows)} of {total} runs done." + (f" {provenance(rows)}" if rows else "")]
     tables, table = [], []  # the runs of consecutive table lines in the rliable section
     for line in [*rliable_lines, ""]:
         if line.startswith("|"):
@@ -377,16 +457,14 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
     captions = {
         "| contender | runs": "Normalized scores over all runs of all three envs, 95 % stratified-"
         "bootstrap intervals:",
-        "| variant X vs Y": "Variants of a script, run beside the grid on some of its envs:"
-        " P(X > Y) on each env with its 95 % bootstrap interval:",
         "| X vs Y": "Probability of improvement (the chance that a run of X scores above a run of"
         " Y on the same env), averaged over the envs with its 95 % interval, and per env:",
     }
-    for table in tables:
+    for table in tables:  # the variants' table stays in returns.md
         for start, caption in captions.items():
             if table[0].startswith(start):
                 lines += ["", caption, "", *table]
-    links = ", ".join(f"[{e}](benchmarks/results/returns_{e}.png)" for e in env_ids)
+    links = ", ".join(f"[{e}](benchmarks/results/returns_{e}_mujoco_100k.png)" for e in env_ids)
     lines += [
         "",
         f"Curves: {links}; rliable figures and every table:"
@@ -395,10 +473,76 @@ def readme_block(rows: list[dict], rliable_lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def replace_readme_block(readme: Path, block: str) -> None:
+def reproduce_block(rows: list[dict]) -> str:
+    """README's table of the `reproduce` grid: sac_v2's final return per seed at 1M env steps, the
+    mean and its ratio to the SAC v2 paper's level, beside the published anchors."""
+    grid = grid_entries("reproduce")
+    rows = [row for row in rows if contender(row) == "sac_v2" and row["budget"] == grid[0].budget]
+    seeds = sorted({seed for entry in grid for seed in entry.seeds})
+    lines = [
+        "| env | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | mean ÷ paper |"
+        " SAC v2 paper | CleanRL | Tianshou | RL Zoo |",
+        "|---|" + "---|" * (len(seeds) + 6),
+    ]
+    for entry in grid:
+        finals = {r["seed"]: r["final_eval_return"] for r in rows if r["env_id"] == entry.env_id}
+        cells = [f"{finals[seed]:.1f}" if seed in finals else "–" for seed in seeds]
+        mean = statistics.mean(finals.values()) if finals else None
+        summary = [f"{mean:.1f}", f"{mean / REFERENCE_RETURNS[entry.env_id]:.2f}"] if mean else []
+        lines.append(
+            f"| {entry.env_id} | "
+            + " | ".join([*cells, *(summary or ["–", "–"]), *ANCHORS_1M[entry.env_id]])
+            + " |"
+        )
+    total = sum(len(entry.seeds) for entry in grid)
+    envs_run = [entry.env_id for entry in grid if any(r["env_id"] == entry.env_id for r in rows)]
+    links = ", ".join(
+        f"[{env_id}](benchmarks/results/returns_{env_id}_mujoco_1000k.png)" for env_id in envs_run
+    )
+    done = f"{len(rows)} of {total} runs done." + (f" {provenance(rows)}" if rows else "")
+    curves = f"Curves (mean, min-max band, the paper's level): {links}." if links else ""
+    return "\n".join([*lines, "", done] + (["", curves] if curves else []))
+
+
+def readme_blocks(rows: list[dict], reps: int = BOOTSTRAP_REPS) -> dict[str, str]:
+    """Every generated block of README.md, from runs.jsonl's rows alone: {marker name: text}."""
+    grids = runs_by_grid(rows)
+    mujoco_rows = grids.get("mujoco_100k", [])
+    rliable_lines = rliable_section("mujoco_100k", mujoco_rows, None, reps) if mujoco_rows else []
+    return {
+        "cpu-table": cpu_block(grids.get("cpu", [])),
+        "mujoco-table": mujoco_block(mujoco_rows, rliable_lines),
+        "reproduce-table": reproduce_block(grids.get("mujoco_1000k", [])),
+    }
+
+
+def readme_block_text(text: str, name: str) -> str | None:
+    """What README text holds between <!-- name --> and <!-- /name -->, None without the markers."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start not in text or end not in text:
+        return None
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def replace_readme_blocks(readme: Path, blocks: dict[str, str]) -> None:
     text = readme.read_text()
-    start, end = (text.index(marker) for marker in README_MARKERS)
-    readme.write_text(text[: start + len(README_MARKERS[0])] + "\n" + block + "\n" + text[end:])
+    for name, block in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
+    readme.write_text(text)
+
+
+def load_runs(runs_path: Path) -> list[dict]:
+    return [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+
+
+def runs_by_grid(rows: list[dict]) -> dict[str, list[dict]]:
+    grids = defaultdict(list)
+    for row in rows:
+        grids[grid_of(row)].append(row)
+    return dict(sorted(grids.items()))
 
 
 def write_report(
@@ -407,12 +551,7 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    # rliable hands arch a RandomState, which arch deprecates (the intervals are unaffected).
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-    rows = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
-    grids = defaultdict(list)
-    for row in rows:
-        grids[grid_of(row)].append(row)
+    rows = load_runs(runs_path)
     lines = [
         "# Learning benchmark",
         "",
@@ -421,24 +560,22 @@ def write_report(
         " Final return = the last deterministic evaluation, 10 episodes on a separate env;"
         " ± is the std over seeds.",
     ]
-    for grid, grid_rows in sorted(grids.items()):
+    for grid, grid_rows in runs_by_grid(rows).items():
         lines += ["", f"## {grid}: final returns per env", "", *per_env_table(grid_rows)]
-        for env_id in sorted({row["env_id"] for row in grid_rows}):
-            plot_env(env_id, [row for row in grid_rows if row["env_id"] == env_id], out)
-        lines += [
-            "",
-            "Curves: "
-            + ", ".join(
-                f"[{e}](returns_{e}.png)" for e in sorted({r["env_id"] for r in grid_rows})
-            ),
-        ]
+        env_ids = sorted({row["env_id"] for row in grid_rows})
+        for env_id in env_ids:
+            curve_rows = [row for row in grid_rows if row["env_id"] == env_id]
+            plot_env(env_id, curve_rows, out / f"returns_{env_id}_{grid}.png")
+        links = ", ".join(f"[{e}](returns_{e}_{grid}.png)" for e in env_ids)
+        lines += ["", f"Curves: {links}"]
         if grid != "cpu":
-            statistics_lines = rliable_section(grid, grid_rows, out, reps)
-            lines += ["", *statistics_lines]
-            if grid == "mujoco_100k" and readme is not None:
-                replace_readme_block(readme, readme_block(grid_rows, statistics_lines))
+            lines += ["", *rliable_section(grid, grid_rows, out, reps)]
+        if grid == "mujoco_100k":
+            plot_flagship(grid_rows, out / "sac_v2_vs_sb3_sac_mujoco_100k.png")
     text = "\n".join(lines) + "\n"
     (out / "returns.md").write_text(text)
+    if readme is not None:
+        replace_readme_blocks(readme, readme_blocks(rows, reps))
     return text
 
 
@@ -472,7 +609,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
     parser.add_argument("--measure-random", action="store_true", help="measure RANDOM_RETURNS")
     parser.add_argument(
-        "--readme", type=Path, help="rewrite this README's MuJoCo 100k block (between its markers)"
+        "--readme", type=Path, help="rewrite this README's generated blocks (between their markers)"
     )
     args = parser.parse_args()
     if args.measure_random:

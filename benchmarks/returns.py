@@ -6,7 +6,7 @@ system. The driver writes them under `<out>/runs/...` and appends one line per f
 `<out>/runs.jsonl`:
 
     {"script", "variant", "env_id", "budget", "seed", "final_eval_return",
-     "curve": [[step, eval_return], ...], "wall_s", "date", "code"}
+     "curve": [[step, eval_return], ...], "wall_s", "date", "code"}  (+ EVAL_DIAGNOSTICS)
 
 ("code": the commit the run's code came from, `git describe --always` when the run started, with
 "-dirty" when the one file the run reads — its script, or sb3_peer.py — differed from it.) That
@@ -53,6 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STOP = "STOP"  # a file the driver puts in a local run's partial directory to stop it cleanly
+# What a final evaluation measures beside the return, where a script reports it (sql_continuous on
+# MultiGoal-v0: the goals that 50 rollouts of the stochastic sampler reach); a row keeps it.
+EVAL_DIAGNOSTICS = ("goals_reached", "rollouts_at_goal")
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ GRIDS: dict[str, list[Entry]] = {
     ],
     # Issue 14's check of why sac_v2 trails SB3 SAC on HalfCheetah and Hopper at 100k: sac_v2 with
     # RL Zoo's 10k-step warm-up instead of its own 5k, every other flag at its default (it measured
-    # no better: README, "Why sac_v2 does not lead").
+    # no better: the reading under README's MuJoCo table).
     "warmup": [
         Entry("sac_v2", env_id, 100_000, 10_000, (), FIVE_SEEDS, variant="--learning-starts 10000")
         for env_id in ("HalfCheetah-v4", "Hopper-v4")
@@ -336,6 +339,7 @@ def store_run(out: Path, entry: Entry, seed: int, result: dict) -> dict:
         "date": datetime.date.today().isoformat(),
         "code": result["code"],
     }
+    row |= {key: summary[key] for key in EVAL_DIAGNOSTICS if key in summary}
     if "resumed" in result:
         row["resumed"] = result["resumed"]
     with open(out / "runs.jsonl", "a") as runs:

@@ -247,18 +247,23 @@ def test_the_mujoco_grid_is_sac_v2_and_rl_zoo_sb3_sac_over_five_seeds_at_100k():
 ENVS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4")
 
 
-def fake_runs(path: Path, returns_by_contender: dict[str, dict[str, list[float]]]) -> list[dict]:
-    """runs.jsonl rows with a two-point curve ending at the given final returns; a contender
-    "script --flag value" is that script's variant "--flag value"."""
+def fake_runs(
+    path: Path, returns_by_contender: dict[str, dict[str, list[float]]], budget: int = 100_000
+) -> list[dict]:
+    """runs.jsonl rows with a two-point curve ending at the given final returns (None: that seed
+    did not run); a contender "script --flag value" is that script's variant "--flag value"."""
     rows = []
     for name, per_env in returns_by_contender.items():
         script, _, variant = name.partition(" ")
         for env_id, finals in per_env.items():
             for seed, final in enumerate(finals, start=1):
-                curve = [[50_000, final / 2], [100_000, final]]
+                if final is None:
+                    continue
+                curve = [[budget // 2, final / 2], [budget, final]]
                 rows.append(
-                    {"script": script, "variant": variant, "env_id": env_id, "budget": 100_000}
+                    {"script": script, "variant": variant, "env_id": env_id, "budget": budget}
                     | {"seed": seed, "final_eval_return": final, "curve": curve}
+                    | {"date": "2026-12-04", "code": "abc1234"}
                 )
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return rows
@@ -327,7 +332,7 @@ def test_report_iqm_mean_and_probability_of_improvement_match_hand_computation(t
                 for seed, value in enumerate(finals["sac_v2"]["Hopper-v4"], start=1)]  # fmt: skip
     assert hopper == ", ".join(expected)
     assert rows_of("sac_v1") == [["sac_v1", "–", "–", "–"]]
-    assert "25 of 45 runs done" in block  # 2 contenders × 3 envs × 4 seeds + 1
+    assert "25 of 45 runs done. Ran 2026-12-04 on commit abc1234" in block  # 2 × 3 × 4 + 1
     for first_cells in ("sac_v2", "sb3_sac", "sac_v2 vs sb3_sac"):
         assert rows_of(first_cells)[-1] == table_row(text, first_cells)
 
@@ -358,7 +363,8 @@ def test_report_compares_a_variant_run_on_some_envs_with_its_script_and_peer_per
     assert report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200) == text
     block = readme.read_text()
     assert "18 of 45 runs done" in block  # the grid's own runs, not the variant's four
-    assert f"| {variant} vs sb3_sac | Hopper-v4 (4 vs 3) |" in block
+    # README keeps to the grid's contenders; the variant's comparisons are in returns.md, linked.
+    assert variant not in block and "[returns.md](benchmarks/results/returns.md)" in block
 
 
 def test_report_per_env_table_is_mean_std_and_every_seed(tmp_path):
@@ -370,4 +376,34 @@ def test_report_per_env_table_is_mean_std_and_every_seed(tmp_path):
     assert cells[4] == f"{statistics.mean(finals):.1f} ± {statistics.stdev(finals):.1f}"
     assert cells[5] == "1: -150.0, 2: -170.0, 3: -220.0"
     assert "rliable" not in text  # no reference returns for Pendulum: no normalized statistics
-    assert (tmp_path / "returns_Pendulum-v1.png").exists()
+    assert (tmp_path / "returns_Pendulum-v1_cpu.png").exists()
+
+
+def test_report_reads_the_1m_grid_per_seed_with_its_mean_against_the_papers_level(tmp_path):
+    finals = {"Hopper-v4": [3000.0, None, 3600.0], "Walker2d-v4": [4000.0, 5000.0, 6000.0]}
+    fake_runs(tmp_path / "runs.jsonl", {"sac_v2": finals}, budget=1_000_000)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- reproduce-table -->\n<!-- /reproduce-table -->\nend\n")
+    report.write_report(tmp_path / "runs.jsonl", tmp_path, reps=200, readme=readme)
+    block = report.readme_block_text(readme.read_text(), "reproduce-table")
+    hopper, walker, cheetah = (table_row(block, env_id) for env_id in report.ANCHORS_1M)
+    assert hopper[1:6] == ["3000.0", "–", "3600.0", "3300.0", f"{3300 / 3250:.2f}"]
+    assert walker[1:6] == ["4000.0", "5000.0", "6000.0", "5000.0", f"{5000 / 4800:.2f}"]
+    assert cheetah[1:6] == ["–", "–", "–", "–", "–"]
+    assert hopper[6:] == ["≈ 3,250", "2310.5 ± 342.8", "3542.2 ± 51.5", "2326 ± 1130"]
+    assert "5 of 9 runs done. Ran 2026-12-04 on commit abc1234" in block
+    assert readme.read_text().endswith("<!-- /reproduce-table -->\nend\n")
+    assert (tmp_path / "returns_Walker2d-v4_mujoco_1000k.png").stat().st_size > 10_000
+    # Curve links only to the envs that have runs (no dead link to a figure not drawn yet).
+    assert "(benchmarks/results/returns_Walker2d-v4_mujoco_1000k.png)" in block
+    assert "HalfCheetah-v4_mujoco_1000k" not in block
+
+
+def test_readmes_generated_blocks_are_what_report_makes_of_runs_jsonl():
+    """README's tables of results come from runs.jsonl through report.py, never by hand."""
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    rows = report.load_runs(BENCHMARKS / "results" / "runs.jsonl")
+    for name, block in report.readme_blocks(rows).items():
+        assert report.readme_block_text(readme, name) == block, (
+            f"README's {name} block is stale: python benchmarks/report.py --readme README.md"
+        )
