@@ -407,3 +407,14 @@ def test_readmes_generated_blocks_are_what_report_makes_of_runs_jsonl():
         assert report.readme_block_text(readme, name) == block, (
             f"README's {name} block is stale: python benchmarks/report.py --readme README.md"
         )
+
+
+def test_report_probability_of_improvement_is_rliables_own():
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    for runs_x, runs_y, envs in ((5, 5, 3), (4, 3, 1), (2, 6, 2)):
+        # Rounded scores, so that ties (counted ½) occur.
+        x, y = rng.normal(size=(runs_x, envs)).round(1), rng.normal(size=(runs_y, envs)).round(1)
+        expected = metrics.probability_of_improvement(x, y)
+        assert report.probability_of_improvement(x, y) == pytest.approx(expected, abs=1e-12)
